@@ -1,0 +1,1 @@
+"""unisd_core/generation package."""

@@ -1,0 +1,1 @@
+"""unisd_core/losses package."""
