@@ -1,0 +1,291 @@
+"""Memory-lean distillation loss: the same objective as :func:`objective.distillation_loss`, computed
+over chunks of tokens straight from the last hidden states and the LM head weights.
+
+Full [B,T,V] logits are never materialised for student and teacher: only the masked tokens are
+processed, ``chunk_size`` of them at a time ([chunk, V] logits for each model). Gradients are exact:
+every token's contribution to the loss is linear in a per-token term with a coefficient known before
+the chunk is processed (the reduction weights come from the mask and the agreement weights; the
+clip is token-local once its cap is known), so each chunk's gradient w.r.t. the student hidden
+states and head weight is computed inside the forward pass (as in Liger's fused linear
+cross-entropy) and scaled by the incoming gradient in backward. The quantile clip needs the cap
+first: one extra gradient-free pass over the chunks computes it.
+
+The math is not re-implemented: the divergence, clip, hinge and reductions are the functions of the
+plain path (the per-token coefficients are the gradient of :func:`masked_batch_loss` and of
+:func:`hinge_reduction`), so the two paths agree to float32 rounding.
+
+Departures from the plain path: the teacher side (hidden states and head weight) is always treated
+as a constant here (the plain path leaves detaching to the caller); an optional ``logit_softcap``
+reproduces heads that cap their logits (cap * tanh(z / cap)). Logits are computed in the dtype of
+the inputs, as the model's own LM head would, then upcast to float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unisd_core.config import ComponentsConfig
+from unisd_core.losses.agreement import agreement_weights
+from unisd_core.losses.clipping import clip_at, quantile_cap
+from unisd_core.losses.contrastive import hinge_reduction, usable_token_mask
+from unisd_core.losses.divergences import divergence_from_log_probs
+from unisd_core.losses.features import feature_matching_loss
+from unisd_core.losses.objective import LossOutput, check_component_inputs, term_metrics
+from unisd_core.losses.reductions import masked_batch_loss
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """Per-masked-token constants, all [N] (N = number of masked tokens) except the scalars."""
+
+    token_ids_N: Tensor
+    divergence_coef_N: Tensor
+    hinge_coef_N: Tensor | None
+    bad_logprobs_N: Tensor | None
+    usable_N: Tensor | None
+    alpha: float
+    temperature: float
+    cap: float
+    margin: float
+    contrastive_weight: float
+    chunk_size: int
+    logit_softcap: float | None
+    compute_gradients: bool  # False under torch.no_grad: needs_input_grad ignores grad mode
+
+
+def head_log_probs(hidden_NH: Tensor, weight_VH: Tensor, temperature: float, softcap: float | None) -> Tensor:
+    """log_softmax(head(h) / tau) in float32, logits computed in the inputs' dtype. [N,H] -> [N,V]."""
+    logits_NV = F.linear(hidden_NH, weight_VH).float()
+    if softcap is not None:
+        logits_NV = softcap * torch.tanh(logits_NV / softcap)
+    return torch.log_softmax(logits_NV / temperature, dim=-1)
+
+
+def _coefficients(reduce, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """d reduce(values) / d values at values = 0: the per-token weight of a linear reduction."""
+    values = torch.zeros(shape, device=device, requires_grad=True)
+    with torch.enable_grad():
+        (gradient,) = torch.autograd.grad(reduce(values), values)
+    return gradient
+
+
+def _chunk_terms(plan: TokenPlan, chunk: slice, student_log_CV: Tensor, teacher_log_CV: Tensor):
+    """(divergence part, hinge part, raw divergences [C], hinge [C], gap |s-n| - |s-g| [C]) of
+    one chunk; the last three detached, the hinge ones None without contrastive."""
+    divergence_C = divergence_from_log_probs(student_log_CV, teacher_log_CV, plan.alpha)
+    divergence_part = (plan.divergence_coef_N[chunk] * clip_at(divergence_C, plan.cap)).sum()
+    if plan.hinge_coef_N is None:
+        return divergence_part, None, divergence_C.detach(), None, None
+    ids_C1 = plan.token_ids_N[chunk, None]
+    student_C = student_log_CV.gather(-1, ids_C1).squeeze(-1)
+    good_C = teacher_log_CV.gather(-1, ids_C1).squeeze(-1)
+    gap_C = (student_C - plan.bad_logprobs_N[chunk]).abs() - (student_C - good_C).abs()
+    hinge_C = torch.relu(plan.margin - gap_C)
+    hinge_part = (plan.hinge_coef_N[chunk] * hinge_C).sum()
+    return divergence_part, hinge_part, divergence_C.detach(), hinge_C.detach(), gap_C.detach()
+
+
+class _ChunkedTokenLoss(torch.autograd.Function):
+    """Divergence (+ contrastive) part of the loss; gradients computed chunk by chunk in forward."""
+
+    @staticmethod
+    def forward(ctx, student_hidden_NH, student_weight_VH, teacher_hidden_NH, teacher_weight_VH, plan, sink):
+        need_hidden = plan.compute_gradients and ctx.needs_input_grad[0]
+        need_weight = plan.compute_gradients and ctx.needs_input_grad[1]
+        grad_hidden_NH = torch.zeros_like(student_hidden_NH, dtype=torch.float32) if need_hidden else None
+        grad_weight_VH = torch.zeros_like(student_weight_VH, dtype=torch.float32) if need_weight else None
+        totals = torch.zeros(2, device=student_hidden_NH.device)
+        for start in range(0, student_hidden_NH.shape[0], plan.chunk_size):
+            chunk = slice(start, start + plan.chunk_size)
+            with torch.enable_grad():
+                hidden_CH = student_hidden_NH[chunk].detach().requires_grad_(need_hidden)
+                weight_VH = student_weight_VH.detach().requires_grad_(need_weight)
+                student_log_CV = head_log_probs(hidden_CH, weight_VH, plan.temperature, plan.logit_softcap)
+                with torch.no_grad():
+                    teacher_log_CV = head_log_probs(teacher_hidden_NH[chunk], teacher_weight_VH,
+                                                    plan.temperature, plan.logit_softcap)
+                divergence_part, hinge_part, divergence_C, hinge_C, gap_C = _chunk_terms(
+                    plan, chunk, student_log_CV, teacher_log_CV)
+                chunk_loss = divergence_part
+                if hinge_part is not None:
+                    chunk_loss = chunk_loss + plan.contrastive_weight * hinge_part
+                inputs = [t for t, need in ((hidden_CH, need_hidden), (weight_VH, need_weight)) if need]
+                grads = torch.autograd.grad(chunk_loss, inputs) if inputs else ()
+            if need_hidden:
+                grad_hidden_NH[chunk] = grads[0].float()
+            if need_weight:
+                grad_weight_VH += grads[-1].float()
+            totals[0] += divergence_part.detach()
+            if hinge_part is not None:
+                totals[1] += hinge_part.detach()
+            sink.record(plan, chunk, student_log_CV.detach(), divergence_C, hinge_C, gap_C)
+        sink.parts = tuple(totals.tolist())
+        ctx.grads = (grad_hidden_NH, grad_weight_VH)
+        ctx.dtypes = (student_hidden_NH.dtype, student_weight_VH.dtype)
+        return totals[0] + plan.contrastive_weight * totals[1]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden_NH, grad_weight_VH = ctx.grads
+        scale = grad_output.float()
+        hidden = None if grad_hidden_NH is None else (grad_hidden_NH * scale).to(ctx.dtypes[0])
+        weight = None if grad_weight_VH is None else (grad_weight_VH * scale).to(ctx.dtypes[1])
+        return hidden, weight, None, None, None, None
+
+
+class _MetricSink:
+    """Accumulates the logged statistics of the chunks on the inputs' device (no gradient, no
+    host synchronisation per chunk); ``parts`` is set once at the end of the forward pass."""
+
+    def __init__(self) -> None:
+        self.divergences: list[Tensor] = []
+        self.sums: dict[str, Tensor] = {}
+        self.parts = (0.0, 0.0)
+
+    def _add(self, name: str, value: Tensor) -> None:
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def record(self, plan: TokenPlan, chunk: slice, student_log_CV, divergence_C, hinge_C, gap_C) -> None:
+        self.divergences.append(divergence_C.float())
+        self._add("entropy", -(student_log_CV.exp() * student_log_CV).sum())
+        if hinge_C is not None:
+            usable_C = plan.usable_N[chunk]
+            self._add("active", ((hinge_C > 0) & usable_C).sum())
+            self._add("margin", (gap_C * usable_C).sum())
+
+    def total(self, name: str) -> float:
+        return float(self.sums[name]) if name in self.sums else 0.0
+
+
+def _divergences_no_grad(student_hidden_NH, student_weight_VH, teacher_hidden_NH, teacher_weight_VH,
+                         *, alpha, temperature, chunk_size, softcap) -> Tensor:
+    """Raw divergences [N] and the summed student entropy of every token, chunk by chunk,
+    without gradient."""
+    pieces, entropy_sum = [torch.zeros(0, device=student_hidden_NH.device)], 0.0
+    with torch.no_grad():
+        for start in range(0, student_hidden_NH.shape[0], chunk_size):
+            chunk = slice(start, start + chunk_size)
+            student_log_CV = head_log_probs(student_hidden_NH[chunk], student_weight_VH, temperature, softcap)
+            teacher_log_CV = head_log_probs(teacher_hidden_NH[chunk], teacher_weight_VH, temperature, softcap)
+            pieces.append(divergence_from_log_probs(student_log_CV, teacher_log_CV, alpha))
+            entropy_sum += float(-(student_log_CV.exp() * student_log_CV).sum())
+    return torch.cat(pieces), entropy_sum
+
+
+def _plan(components: ComponentsConfig, completion_ids_BT, mask_BT, *, alpha, temperature, normalizer, cap,
+          agreement_logprobs_KBT, bad_teacher_logprobs_BT, contrastive_usable_B, chunk_size, logit_softcap,
+          metrics) -> TokenPlan:
+    """Per-token coefficients from the plain path's own reductions; agreement stats into metrics."""
+    mask_BT = mask_BT.bool()
+    weights_BT, normalize_by_weights = None, True
+    if components.agreement is not None:
+        weights_BT, normalize_by_weights, stats = agreement_weights(
+            agreement_logprobs_KBT, mask_BT, components.agreement)
+        metrics.update({f"agreement/{k}": v for k, v in stats.items()})
+    shape, device = tuple(mask_BT.shape), mask_BT.device
+    def reduce_divergence(values_BT: Tensor) -> Tensor:
+        return masked_batch_loss(values_BT, mask_BT, weights_BT, normalizer=normalizer,
+                                 normalize_by_weights=normalize_by_weights)
+
+    divergence_coef_BT = _coefficients(reduce_divergence, shape, device)
+    hinge_coef_N = bad_N = usable_N = None
+    margin = weight = 0.0
+    if components.contrastive is not None:
+        usable_B, token_mask_BT = usable_token_mask(mask_BT, contrastive_usable_B)
+        hinge_coef_N = _coefficients(lambda h: hinge_reduction(h, token_mask_BT, usable_B), shape, device)[mask_BT]
+        bad_N = torch.where(token_mask_BT, bad_teacher_logprobs_BT.float(), 0.0)[mask_BT]
+        usable_N = token_mask_BT[mask_BT]
+        margin, weight = components.contrastive.margin, components.contrastive.weight
+        metrics["contrastive/usable"] = float(usable_B.sum())
+    return TokenPlan(
+        token_ids_N=completion_ids_BT[mask_BT].long(), divergence_coef_N=divergence_coef_BT[mask_BT],
+        hinge_coef_N=hinge_coef_N, bad_logprobs_N=bad_N, usable_N=usable_N, alpha=alpha,
+        temperature=temperature, cap=cap, margin=margin, contrastive_weight=weight,
+        chunk_size=chunk_size, logit_softcap=logit_softcap, compute_gradients=torch.is_grad_enabled(),
+    )
+
+
+def _sink_metrics(sink: _MetricSink, plan: TokenPlan, components: ComponentsConfig, metrics: dict) -> None:
+    divergence_N = torch.cat(sink.divergences) if sink.divergences else torch.zeros(0)
+    count = max(1, divergence_N.numel())
+    metrics["divergence/mean"] = float(divergence_N.sum()) / count
+    metrics["student_entropy"] = sink.total("entropy") / count
+    metrics["divergence/loss"] = sink.parts[0]
+    if components.clipping is not None:
+        metrics["clipping/cap"] = plan.cap
+        metrics["clipping/clipped_fraction"] = float((divergence_N > plan.cap).sum()) / count
+    if components.contrastive is not None:
+        usable_tokens = max(1, int(plan.usable_N.sum()))
+        metrics.update(term_metrics("contrastive", sink.parts[1], plan.contrastive_weight))
+        metrics["contrastive/margin_mean"] = sink.total("margin") / usable_tokens
+        metrics["contrastive/active_fraction"] = sink.total("active") / usable_tokens
+
+
+def chunked_distillation_loss(
+    student_hidden_BTH: Tensor,
+    student_head_weight_VH: Tensor,
+    teacher_hidden_BTH: Tensor,
+    teacher_head_weight_VH: Tensor,
+    completion_ids_BT: Tensor,
+    mask_BT: Tensor,
+    *,
+    components: ComponentsConfig,
+    alpha: float,
+    temperature: float,
+    normalizer: str = "sequence",
+    agreement_logprobs_KBT: Tensor | None = None,
+    bad_teacher_logprobs_BT: Tensor | None = None,
+    contrastive_usable_B: Tensor | None = None,
+    chunk_size: int = 1024,
+    logit_softcap: float | None = None,
+) -> LossOutput:
+    """:func:`distillation_loss` from last hidden states and LM head weights, ``chunk_size`` tokens
+    at a time. Shapes: hidden [B,T,H] (the LM head's input at the positions predicting
+    completion_ids), head weights [V,H], the rest as in :func:`distillation_loss`; the teacher
+    hidden states double as the feature-matching target. Same loss, gradients and metric names.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    check_component_inputs(components, mask_BT, normalizer, completion_ids_BT=completion_ids_BT,
+                           agreement_logprobs_KBT=agreement_logprobs_KBT,
+                           bad_teacher_logprobs_BT=bad_teacher_logprobs_BT,
+                           student_hidden_BTH=student_hidden_BTH, teacher_hidden_BTH=teacher_hidden_BTH)
+    mask = mask_BT.bool()
+    student_NH, teacher_NH = student_hidden_BTH[mask], teacher_hidden_BTH.detach()[mask]
+    teacher_weight_VH = teacher_head_weight_VH.detach()
+    pass_args = dict(alpha=alpha, temperature=temperature, chunk_size=chunk_size, softcap=logit_softcap)
+    metrics: dict[str, float] = {"tokens": float(mask.sum())}
+    fm = components.feature_matching
+    if fm is not None and fm.mode == "repr":
+        divergence_N, entropy_sum = _divergences_no_grad(student_NH.detach(), student_head_weight_VH.detach(),
+                                                         teacher_NH, teacher_weight_VH, **pass_args)
+        metrics["divergence/mean"] = float(divergence_N.sum()) / max(1, divergence_N.numel())
+        metrics["student_entropy"] = entropy_sum / max(1, divergence_N.numel())
+        loss = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH.detach(), mask_BT)
+        metrics.update({**term_metrics("feature_matching", loss, 1.0), "loss": float(loss.detach())})
+        return LossOutput(loss=loss, metrics=metrics)
+    cap = float("inf")  # no clipping: clip_at(l, inf) is the identity
+    if components.clipping is not None and components.clipping.mode == "static":
+        cap = float(components.clipping.cap)
+    elif components.clipping is not None:
+        divergence_N, _ = _divergences_no_grad(student_NH.detach(), student_head_weight_VH.detach(),
+                                               teacher_NH, teacher_weight_VH, **pass_args)
+        all_tokens = torch.ones_like(divergence_N[None])
+        cap = float(quantile_cap(divergence_N[None], all_tokens, components.clipping.quantile))
+    plan = _plan(components, completion_ids_BT, mask_BT, alpha=alpha, temperature=temperature,
+                 normalizer=normalizer, cap=cap, agreement_logprobs_KBT=agreement_logprobs_KBT,
+                 bad_teacher_logprobs_BT=bad_teacher_logprobs_BT, contrastive_usable_B=contrastive_usable_B,
+                 chunk_size=chunk_size, logit_softcap=logit_softcap, metrics=metrics)
+    sink = _MetricSink()
+    loss = _ChunkedTokenLoss.apply(student_NH, student_head_weight_VH, teacher_NH, teacher_weight_VH, plan, sink)
+    _sink_metrics(sink, plan, components, metrics)
+    if fm is not None:
+        term = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH.detach(), mask_BT)
+        loss = loss + fm.weight * term
+        metrics.update(term_metrics("feature_matching", term, fm.weight))
+    metrics["loss"] = float(loss.detach())
+    return LossOutput(loss=loss, metrics=metrics)
