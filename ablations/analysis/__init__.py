@@ -1,0 +1,8 @@
+"""Analysis of the component grid: pure functions of the ``scores``/``items`` record frames."""
+
+from ablations.analysis.effects import ComponentAnalysis, analyse_components, grid_rows
+from ablations.analysis.factorial import factorial_ols
+from ablations.analysis.games import IncompleteGridError
+
+__all__ = ["ComponentAnalysis", "IncompleteGridError", "analyse_components", "factorial_ols",
+           "grid_rows"]

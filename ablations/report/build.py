@@ -1,0 +1,125 @@
+"""``unisd report``: records -> tables (Markdown, LaTeX, CSV), plots, contribution metrics.
+
+``build_report`` is a pure function of the two record frames plus an output folder: it writes
+every file and returns their paths, the main table and the contribution metrics (for the study's
+parent run in MLflow, attached by the CLI through ``pipelines.mlflow_adapter``). Tables are
+byte-identical for identical records (fixed formats, sorted rows, seeded bootstrap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ablations.analysis import analyse_components, factorial_ols
+from ablations.report import plots
+from ablations.report.render import csv_text, fmt, latex_table, markdown_table
+from ablations.report.retention import retention_table, retention_table_display
+from ablations.report.tables import (component_table, component_table_display, labelled,
+                                     main_table, main_table_display, synergy_matrices,
+                                     synergy_table)
+
+
+@dataclass
+class Report:
+    """What ``build_report`` produced."""
+
+    files: list[Path] = field(default_factory=list)
+    main: pd.DataFrame | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def build_report(scores: pd.DataFrame, items: pd.DataFrame, out_dir: Path | str, *,
+                 n_replicates: int = 2000, seed: int = 0, with_plots: bool = True) -> Report:
+    """Write every table and plot for the records into ``out_dir``.
+
+    Raises ``ValueError`` when the records hold no finished run (nothing to report).
+    """
+    if labelled(scores).empty:
+        raise ValueError(f"no finished runs among {len(scores)} score rows: nothing to report")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report()
+    main = main_table(scores)
+    analysis = analyse_components(scores, items, n_replicates=n_replicates, seed=seed)
+    components = component_table(analysis)
+    synergy = synergy_table(analysis)
+    retention = retention_table(scores, items)
+    ols = factorial_ols(scores)
+    report.main, report.notes = main, list(analysis.notes)
+    write = _writer(out, report)
+    write("main_table", main, main_table_display(main), "Scores (%) per method and benchmark")
+    write("components", components, component_table_display(components),
+          "Component contributions (points) with 95% paired-bootstrap intervals")
+    write("retention", retention, retention_table_display(retention),
+          "Retention: PPLret, JSD to base and paired win rates against SFT")
+    write("ols", ols, _ols_display(ols), "Factorial OLS cross-check (effect scale, points)")
+    write("missing_subsets", analysis.missing, analysis.missing.astype(str),
+          "Subsets missing from the component grid")
+    report.files += _write_synergy(out, synergy)
+    (out / "notes.md").write_text("".join(f"- {n}\n" for n in report.notes) or "- none\n")
+    report.files.append(out / "notes.md")
+    if with_plots:
+        figures = out / "plots"
+        report.files += plots.contribution_plots(components, figures)
+        report.files += plots.synergy_plots(synergy, figures)
+        report.files += plots.retention_plots(main, retention, figures)
+    report.metrics = contribution_metrics(components)
+    return report
+
+
+def _writer(out: Path, report: Report):
+    def write(stem: str, numbers: pd.DataFrame, shown: pd.DataFrame, caption: str) -> None:
+        text_columns = sum(not _numeric_column(shown[c]) for c in shown.columns)
+        for suffix, text in ((".csv", csv_text(numbers)), (".md", markdown_table(shown)),
+                             (".tex", latex_table(shown, caption, f"tab:{stem}", text_columns))):
+            path = out / f"{stem}{suffix}"
+            path.write_text(text, encoding="utf-8")
+            report.files.append(path)
+    return write
+
+
+def _numeric_column(column: pd.Series) -> bool:
+    """True when every cell reads as a number, an interval or the missing mark."""
+    return all(str(v).lstrip("-[").split(",")[0].replace(".", "", 1).isdigit() or str(v) == "–"
+               for v in column)
+
+
+def _write_synergy(out: Path, synergy: pd.DataFrame) -> list[Path]:
+    matrices = synergy_matrices(synergy)
+    markdown = "".join(f"### {title}\n\n{markdown_table(m)}\n" for title, m in matrices)
+    latex = "".join(latex_table(m, f"Pairwise interaction (points): {title}",
+                                f"tab:synergy{index}", text_columns=1) for index, (title, m) in
+                    enumerate(matrices))
+    paths = []
+    for suffix, text in ((".csv", csv_text(synergy)), (".md", markdown or "(no groups)\n"),
+                         (".tex", latex or "% no groups\n")):
+        path = out / f"synergy{suffix}"
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def _ols_display(ols: pd.DataFrame) -> pd.DataFrame:
+    shown = ols[["model", "training_set", "benchmark", "term"]].astype(str).copy()
+    shown["effect"] = [fmt(v, 2, 100) for v in ols["effect"]]
+    shown["std. error"] = [fmt(v, 2, 100) for v in ols["std_error"]]
+    shown["F"] = [fmt(v, 2) for v in ols["f_value"]]
+    shown["p"] = [fmt(v, 4) for v in ols["p_value"]]
+    return shown
+
+
+def contribution_metrics(components: pd.DataFrame) -> dict[str, float]:
+    """``contribution/<model>/<training set>/<benchmark>/<component>/<main|shapley>`` (points)."""
+    metrics: dict[str, float] = {}
+    for row in components.itertuples(index=False):
+        for kind in ("main", "shapley"):
+            value = getattr(row, f"{kind}_estimate")
+            if pd.notna(value):
+                name = "/".join(["contribution", plots.slug(row.model), row.training_set,
+                                 row.benchmark, row.component, kind])
+                metrics[name] = round(float(value) * 100, 6)
+    return metrics
