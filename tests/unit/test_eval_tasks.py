@@ -1,0 +1,118 @@
+"""The task plumbing without a model: the gold answers of every benchmark score 1.0 through the
+scorers and through the lm-eval hooks; sources resolve; result records and the cross-evaluation
+map; adapter argument errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluation.lm_eval_adapter import TASKS_DIR, build_lm, evaluate
+from evaluation.results import (
+    CROSS_EVAL,
+    PRIMARY_METRIC,
+    BenchmarkResult,
+    ItemResult,
+    benchmarks_for,
+)
+from evaluation.scorers import score_output
+from unisd_core.data.datasets import load_records, sample_path
+from unisd_core.data.records import BENCHMARKS
+
+
+def task_utils():
+    """The tasks' utils.py loaded by path, the way lm-eval's ``!function`` loads it."""
+    spec = importlib.util.spec_from_file_location("unisd_task_utils", TASKS_DIR / "utils.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("benchmark", BENCHMARKS)
+def test_gold_answers_score_one(benchmark: str) -> None:
+    records = load_records(benchmark, "test")
+    assert records, f"no shipped sample for {benchmark}"
+    for index, record in enumerate(records):
+        # The demonstration is what a perfect model writes; the answer is the bare gold (for
+        # code, a few suffice: each is one more sandbox process).
+        outputs = [record.demonstration]
+        if index < 3 or benchmark not in {"mbpp", "humaneval"}:
+            outputs.append(record.answer)
+        for output in outputs:
+            outcome = score_output(benchmark, record.answer, record.metadata, output)
+            assert outcome.metrics[PRIMARY_METRIC[benchmark]] == 1.0, (record.id, outcome)
+            assert all(value == 1.0 for value in outcome.metrics.values())
+    # And a wrong output scores 0 (the scorer can fail).
+    wrong = score_output(benchmark, records[0].answer, records[0].metadata, "I do not know.")
+    assert wrong.metrics[PRIMARY_METRIC[benchmark]] == 0.0 and wrong.reason
+
+
+@pytest.mark.parametrize("benchmark", BENCHMARKS)
+def test_task_hooks_load_docs_and_score_gold(benchmark: str) -> None:
+    utils = task_utils()
+    dataset = utils.load_unisd_dataset(benchmark=benchmark, pretrained="ignored", version=1.0)
+    docs = dataset["test"]
+    records = load_records(benchmark, "test")
+    assert [doc["id"] for doc in docs] == [record.id for record in records]
+    doc = docs[0]
+    assert utils.doc_to_text(doc) == records[0].prompt
+    result = utils.process_results(doc, [records[0].demonstration])
+    assert result[PRIMARY_METRIC[benchmark]] == 1.0
+    assert result["item"]["item_id"] == records[0].id and result["item"]["reason"]
+    assert utils.aggregate_item_count([result["item"]] * 3) == 3
+
+
+def test_task_yamls_declare_every_benchmark() -> None:
+    from evaluation.lm_eval_adapter import available_benchmarks
+
+    assert set(BENCHMARKS) <= set(available_benchmarks())
+    assert set(available_benchmarks()) <= set(PRIMARY_METRIC)  # every task has a score
+    for benchmark in BENCHMARKS:
+        text = (Path(TASKS_DIR) / f"unisd_{benchmark}.yaml").read_text()
+        assert f"benchmark: {benchmark}" in text and "version:" in text
+        assert f"metric: {PRIMARY_METRIC[benchmark]}" in text
+        assert ("unsafe_code: true" in text) == (benchmark in {"mbpp", "humaneval"})
+
+
+def test_sources_resolve_to_local_file_hub_or_sample(tmp_path: Path) -> None:
+    utils = task_utils()
+    assert utils.resolve_source("gpqa", {}) is None
+    assert utils.resolve_source("gpqa", {"sources": {"gpqa": "hub"}}) == "Idavidrein/gpqa"
+    assert utils.resolve_source("cose", {"sources": json.dumps({"cose": "/x.jsonl"})}) == "/x.jsonl"
+    assert utils.resolve_source("cose", {"source": "/y.jsonl"}) == "/y.jsonl"
+    # A local JSONL in the hub schema is read instead of the sample.
+    lines = sample_path("cose", "test").read_text().splitlines()[:3]
+    local = tmp_path / "cose_subset.jsonl"
+    local.write_text("\n".join(lines) + "\n")
+    docs = utils.load_unisd_dataset(benchmark="cose", sources={"cose": str(local)})["test"]
+    assert len(docs) == 3
+
+
+def test_cross_eval_map_and_result_round_trip() -> None:
+    assert benchmarks_for("scienceqa") == ("scienceqa", "gpqa")
+    assert benchmarks_for("mbpp") == ("mbpp", "humaneval")
+    assert set(CROSS_EVAL) == {"scienceqa", "mbpp", "cose", "toolalpaca"}
+    with pytest.raises(ValueError, match="allowed"):
+        benchmarks_for("gpqa")
+    result = BenchmarkResult(
+        "cose", 0.5, {"acc": 0.5},
+        (ItemResult("a", "Answer: B", "B", 1.0, "correct"), ItemResult("b", "", None, 0.0, "no")),
+        "1.0",
+    )
+    assert BenchmarkResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+    assert result.item_scores() == {"a": 1.0, "b": 0.0}
+
+
+def test_adapter_rejects_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown benchmarks"):
+        evaluate(str(tmp_path), ["sciqa"])
+    with pytest.raises(ValueError, match="unknown backend"):
+        build_lm(str(tmp_path), backend="tpu")
+    with pytest.raises(FileNotFoundError):
+        build_lm(str(tmp_path / "missing"))
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ImportError, match="GPU extra"):
+            build_lm(str(tmp_path), backend="vllm")
