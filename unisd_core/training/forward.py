@@ -1,0 +1,77 @@
+"""Teacher-forced passes that return only what the losses need: hidden states and logits at y.
+
+A causal LM's forward computes logits at every position; at paper scale (3k-token prompts, 150k
+vocabulary) that is most of the memory of a step. Here the decoder runs once, the last hidden state
+(after the final norm, the input of the LM head; the feature of method.md 2.3) is gathered at the
+positions predicting y, and the LM head is applied to those rows only.
+
+``parameters`` lets a pass run the same module with substituted tensors (the EMA adapter of a LoRA
+teacher) through ``torch.func.functional_call``, without mutating the live student, so the order
+of student and teacher passes cannot corrupt the autograd graph.
+
+Departures from the paper: none (the logits are the same numbers the full forward would give).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from unisd_core.training.sequences import ForcedBatch
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers CausalLM inside ``model`` (a PeftModel's injected base, or itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder stack (embeddings, layers, final norm) of a CausalLM or PeftModel."""
+    return causal_lm(model).get_decoder()
+
+
+def completion_hidden(
+    model: nn.Module, batch: ForcedBatch, parameters: dict[str, Tensor] | None = None
+) -> Tensor:
+    """Last hidden state (after the final norm) at the positions predicting y. -> [B,T,H].
+
+    ``parameters``: decoder-relative names -> tensors substituted for this pass only.
+    """
+    decoder = decoder_of(model)
+    batch = batch.to(next(decoder.parameters()).device)
+    kwargs = {"input_ids": batch.input_ids_BL, "attention_mask": batch.attention_mask_BL,
+              "use_cache": False}
+    if parameters:
+        output = torch.func.functional_call(decoder, parameters, args=(), kwargs=kwargs, strict=False)
+    else:
+        output = decoder(**kwargs)
+    hidden_BLH = output.last_hidden_state
+    index_BTH = batch.positions_BT.unsqueeze(-1).expand(-1, -1, hidden_BLH.shape[-1])
+    return hidden_BLH.gather(1, index_BTH)
+
+
+def lm_logits(model: nn.Module, hidden_BTH: Tensor) -> Tensor:
+    """The LM head on gathered hidden states, with the family's final soft-capping. -> [B,T,V]."""
+    lm = causal_lm(model)
+    logits_BTV = lm.get_output_embeddings()(hidden_BTH)
+    cap = _final_softcap(lm.config)
+    if cap:
+        logits_BTV = torch.tanh(logits_BTV / cap) * cap
+    return logits_BTV
+
+
+def completion_logits(
+    model: nn.Module, batch: ForcedBatch, parameters: dict[str, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """(hidden [B,T,H], logits [B,T,V]) at the positions predicting y."""
+    hidden_BTH = completion_hidden(model, batch, parameters)
+    return hidden_BTH, lm_logits(model, hidden_BTH)
+
+
+def _final_softcap(config: Any) -> float | None:
+    text_config = getattr(config, "get_text_config", lambda: config)()
+    value = getattr(text_config, "final_logit_softcapping", None)
+    return float(value) if value else None
