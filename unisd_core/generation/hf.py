@@ -6,12 +6,20 @@ Each call draws from a forked RNG seeded with ``seed``, so the completions depen
 (weights, prompts, settings, seed) and the global RNG (dropout, data order) is left untouched;
 this is what makes a resumed run sample the same completions as an uninterrupted one.
 
+transformers 5 fills every generation field the caller leaves unset from the *model's*
+``generation_config`` (``_prepare_generation_config``), and released instruct checkpoints ship
+sampling defaults there (Qwen2.5-*-Instruct: ``repetition_penalty`` 1.05, ``top_k`` 20; Gemma-3-it:
+``top_k`` 64). A repetition penalty, an n-gram ban or a minimum length would silently change the
+distribution the student samples from, so each call runs with a neutral model generation config
+(restored afterwards): only the settings written here shape the samples.
+
 Departures from the paper: none.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from transformers import GenerationConfig
@@ -55,7 +63,8 @@ class HFGenerationBackend:
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling the policy
         try:
-            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            with _neutral_model_defaults(self.model), \
+                    torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
                 torch.manual_seed(int(seed))
                 output = self.model.generate(
                     input_ids=input_ids.to(device), attention_mask=attention.to(device),
@@ -65,6 +74,19 @@ class HFGenerationBackend:
             self.model.train(was_training)
         new_tokens = output[:, input_ids.shape[1]:].tolist()
         return [cut_at_eos(row, self.eos_ids) for row in new_tokens]
+
+
+@contextlib.contextmanager
+def _neutral_model_defaults(model: Any) -> Iterator[None]:
+    """Run with a blank ``generation_config`` on the CausalLM (a PeftModel's too), then restore it."""
+    get_base = getattr(model, "get_base_model", None)
+    causal_lm = get_base() if callable(get_base) else model
+    saved = causal_lm.generation_config
+    causal_lm.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        causal_lm.generation_config = saved
 
 
 def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

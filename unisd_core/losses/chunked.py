@@ -31,8 +31,13 @@ from torch import Tensor
 from unisd_core.config import ComponentsConfig
 from unisd_core.losses.agreement import agreement_weights
 from unisd_core.losses.clipping import clip_at, quantile_cap
-from unisd_core.losses.contrastive import hinge_reduction, usable_token_mask
-from unisd_core.losses.divergences import divergence_from_log_probs
+from unisd_core.losses.contrastive import contrastive_hinge, hinge_reduction, usable_token_mask
+from unisd_core.losses.divergences import (
+    divergence_from_log_probs,
+    entropy_from_log_probs,
+    scaled_log_probs,
+    softcap_logits,
+)
 from unisd_core.losses.features import feature_matching_loss
 from unisd_core.losses.objective import LossOutput, check_component_inputs, term_metrics
 from unisd_core.losses.reductions import masked_batch_loss
@@ -59,10 +64,7 @@ class TokenPlan:
 
 def head_log_probs(hidden_NH: Tensor, weight_VH: Tensor, temperature: float, softcap: float | None) -> Tensor:
     """log_softmax(head(h) / tau) in float32, logits computed in the inputs' dtype. [N,H] -> [N,V]."""
-    logits_NV = F.linear(hidden_NH, weight_VH).float()
-    if softcap is not None:
-        logits_NV = softcap * torch.tanh(logits_NV / softcap)
-    return torch.log_softmax(logits_NV / temperature, dim=-1)
+    return scaled_log_probs(softcap_logits(F.linear(hidden_NH, weight_VH).float(), softcap), temperature)
 
 
 def _coefficients(reduce, shape: tuple[int, ...], device: torch.device) -> Tensor:
@@ -83,8 +85,9 @@ def _chunk_terms(plan: TokenPlan, chunk: slice, student_log_CV: Tensor, teacher_
     ids_C1 = plan.token_ids_N[chunk, None]
     student_C = student_log_CV.gather(-1, ids_C1).squeeze(-1)
     good_C = teacher_log_CV.gather(-1, ids_C1).squeeze(-1)
-    gap_C = (student_C - plan.bad_logprobs_N[chunk]).abs() - (student_C - good_C).abs()
-    hinge_C = torch.relu(plan.margin - gap_C)
+    hinge_C = contrastive_hinge(student_C, good_C, plan.bad_logprobs_N[chunk], margin=plan.margin)
+    with torch.no_grad():  # the logged margin |s - n| - |s - g|
+        gap_C = (student_C - plan.bad_logprobs_N[chunk]).abs() - (student_C - good_C).abs()
     hinge_part = (plan.hinge_coef_N[chunk] * hinge_C).sum()
     return divergence_part, hinge_part, divergence_C.detach(), hinge_C.detach(), gap_C.detach()
 
@@ -151,7 +154,7 @@ class _MetricSink:
 
     def record(self, plan: TokenPlan, chunk: slice, student_log_CV, divergence_C, hinge_C, gap_C) -> None:
         self.divergences.append(divergence_C.float())
-        self._add("entropy", -(student_log_CV.exp() * student_log_CV).sum())
+        self._add("entropy", entropy_from_log_probs(student_log_CV).sum())
         if hinge_C is not None:
             usable_C = plan.usable_N[chunk]
             self._add("active", ((hinge_C > 0) & usable_C).sum())
@@ -172,7 +175,7 @@ def _divergences_no_grad(student_hidden_NH, student_weight_VH, teacher_hidden_NH
             student_log_CV = head_log_probs(student_hidden_NH[chunk], student_weight_VH, temperature, softcap)
             teacher_log_CV = head_log_probs(teacher_hidden_NH[chunk], teacher_weight_VH, temperature, softcap)
             pieces.append(divergence_from_log_probs(student_log_CV, teacher_log_CV, alpha))
-            entropy_sum += float(-(student_log_CV.exp() * student_log_CV).sum())
+            entropy_sum += float(entropy_from_log_probs(student_log_CV).sum())
     return torch.cat(pieces), entropy_sum
 
 

@@ -92,7 +92,17 @@ def sampled_token_logprobs(logits_BTV: Tensor, token_ids_BT: Tensor, *, temperat
     return picked_BT - torch.logsumexp(scaled_BTV, dim=-1)
 
 
+def entropy_from_log_probs(log_p_XV: Tensor) -> Tensor:
+    """Entropy (nats) -sum_v p log p over the last axis. [..., V] -> [...]."""
+    return -(log_p_XV.exp() * log_p_XV).sum(dim=-1)
+
+
 def token_entropy(logits_BTV: Tensor, *, temperature: float = 1.0) -> Tensor:
     """Entropy (nats) of softmax(logits / temperature), float32. [B,T,V] -> [B,T]."""
-    log_p_BTV = scaled_log_probs(logits_BTV, temperature)
-    return -(log_p_BTV.exp() * log_p_BTV).sum(dim=-1)
+    return entropy_from_log_probs(scaled_log_probs(logits_BTV, temperature))
+
+
+def softcap_logits(logits_XV: Tensor, cap: float | None) -> Tensor:
+    """cap * tanh(z / cap): the final logit soft-capping of heads that have one (Gemma 2 style);
+    the identity for ``cap`` None or 0. Computed in the logits' dtype, as the model's head does."""
+    return torch.tanh(logits_XV / cap) * cap if cap else logits_XV

@@ -2,7 +2,9 @@
 
 - sdft, opsd: one student sample per prompt (temperature/top_p of the config).
 - gkd: a seeded fraction lambda of the step's prompts get student samples, the rest gold
-  demonstrations (the count is round(lambda * N), the chosen positions drawn per step).
+  demonstrations (the count is lambda * N rounded down or up at random with the odds of its
+  fractional part, so that every step's expected fraction is lambda; the chosen positions are
+  drawn per step).
 - sft: the gold demonstrations.
 - ssd: samples of the *initial* model drawn once before training (ssd_temperature/ssd_top_p),
   then used as gold; they are stored in the run folder so a resumed run trains on the same ones.
@@ -10,13 +12,16 @@
 Every sampling call gets a seed derived from (config.seed, step), so completions do not depend on
 the history of the global RNG: a resumed run and an uninterrupted one sample the same tokens.
 
-Departures from the paper: GKD's on-policy fraction is applied per step as an exact count of
-prompts rather than a per-batch coin flip, which keeps every step's mixture at lambda.
+Departures from the paper: GKD's on-policy fraction is applied per step as a count of prompts
+(floor or ceil of lambda * N) rather than a per-batch coin flip, which keeps every step's mixture
+within one prompt of lambda. (A plain ``round`` would bias it: half-to-even sends 0.5 * 1 to 0, so a
+one-prompt step would never be on-policy.)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,13 +68,21 @@ def step_completions(config: TrainConfig, examples: Sequence[Example], *, step: 
             raise ValueError("method 'ssd' needs its pre-drawn samples")
         return [list(ssd_samples[e.record.id]) for e in examples], 0
     if config.method == "gkd":
-        count = round(config.gkd_on_policy_fraction * len(examples))
-        chosen = set(random.Random(derived_seed(config.seed, step, salt=1)).sample(range(len(examples)), count))
+        rng = random.Random(derived_seed(config.seed, step, salt=1))
+        count = on_policy_count(config.gkd_on_policy_fraction, len(examples), rng)
+        chosen = set(rng.sample(range(len(examples)), count))
         completions = gold(tokenizer, examples, end_id, config.max_new_tokens)
         on_policy = [e for i, e in enumerate(examples) if i in chosen]
         sampled = iter(sample(backend, tokenizer, on_policy, **settings) if on_policy else [])
         return [next(sampled) if i in chosen else c for i, c in enumerate(completions)], count
     raise ValueError(f"unknown method {config.method!r}")
+
+
+def on_policy_count(fraction: float, total: int, rng: random.Random) -> int:
+    """floor(fraction * total), plus one with probability equal to its fractional part."""
+    expected = fraction * total
+    count = math.floor(expected)
+    return count + int(rng.random() < expected - count)
 
 
 def ssd_samples(config: TrainConfig, examples: Sequence[Example], backend: GenerationBackend,

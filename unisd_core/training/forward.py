@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from unisd_core.losses.divergences import softcap_logits
 from unisd_core.training.sequences import ForcedBatch
 
 
@@ -56,11 +57,7 @@ def completion_hidden(
 def lm_logits(model: nn.Module, hidden_BTH: Tensor) -> Tensor:
     """The LM head on gathered hidden states, with the family's final soft-capping. -> [B,T,V]."""
     lm = causal_lm(model)
-    logits_BTV = lm.get_output_embeddings()(hidden_BTH)
-    cap = _final_softcap(lm.config)
-    if cap:
-        logits_BTV = torch.tanh(logits_BTV / cap) * cap
-    return logits_BTV
+    return softcap_logits(lm.get_output_embeddings()(hidden_BTH), _final_softcap(lm.config))
 
 
 def completion_logits(
