@@ -12,6 +12,12 @@ Record prompts, greedy decoding, our scorers) on a model given as
 It returns one :class:`~evaluation.results.BenchmarkResult` per benchmark with every item's
 prediction, extracted answer, score and reason, and the task version.
 
+Greedy means greedy: with the HF backend, lm-eval's ``generate`` runs under a neutral model
+``generation_config`` (the one :mod:`unisd_core.generation.hf` samples with), because released
+instruct checkpoints ship defaults such as Qwen2.5's ``repetition_penalty`` 1.05 that
+transformers would otherwise apply to every evaluation. (Through lm-eval's own command line those
+checkpoint defaults still apply; that is lm-eval's behaviour, not ours.)
+
 Departures: the task index is built from our folder only
 (``TaskManager(include_path=..., include_defaults=False)``: indexing lm-eval's built-ins costs
 seconds); stderr bootstrap is off (paired bootstrap over items happens in ``ablations``).
@@ -24,7 +30,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from contextlib import nullcontext
+
 from evaluation.results import PRIMARY_METRIC, BenchmarkResult, ItemResult
+from unisd_core.generation.hf import neutral_generation_defaults
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 BACKENDS = ("hf", "vllm")
@@ -201,7 +210,6 @@ def evaluate(
 
 def _run_tasks(model, chosen, tokenizer, limit, max_new_tokens, batch_size, backend, sources,
                seed, device, max_length) -> dict[str, Any]:
-    from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     lm = build_lm(
@@ -213,7 +221,19 @@ def _run_tasks(model, chosen, tokenizer, limit, max_new_tokens, batch_size, back
         include_defaults=False,
         metadata={"sources": dict(sources or {}), "shuffle_seed": seed},
     )
-    output = simple_evaluate(
+    hf_model = getattr(lm, "model", None) if backend == "hf" else None
+    neutral = neutral_generation_defaults(hf_model) if hf_model is not None else nullcontext()
+    with neutral:
+        output = _simple_evaluate(lm, chosen, manager, limit, max_new_tokens, seed)
+    if output is None:  # lm-eval returns None on non-zero ranks; we run single-process
+        raise RuntimeError("lm-eval returned no results")
+    return output
+
+
+def _simple_evaluate(lm, chosen, manager, limit, max_new_tokens, seed) -> dict[str, Any] | None:
+    from lm_eval import simple_evaluate
+
+    return simple_evaluate(
         model=lm,
         tasks=[task_name(name) for name in chosen],
         task_manager=manager,
@@ -228,6 +248,3 @@ def _run_tasks(model, chosen, tokenizer, limit, max_new_tokens, batch_size, back
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    if output is None:  # lm-eval returns None on non-zero ranks; we run single-process
-        raise RuntimeError("lm-eval returned no results")
-    return output

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from unisd_core.losses.divergences import divergence_from_log_probs
+
 LN2 = math.log(2.0)
 
 
@@ -42,22 +44,14 @@ def masked_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
     return torch.where(counts_B > 0, sums_B / counts_B.clamp_min(1), torch.nan)
 
 
-def _kl_terms(log_p: torch.Tensor, log_m: torch.Tensor) -> torch.Tensor:
-    # 0 * log 0 = 0: masked vocabulary entries (log p = -inf) must not turn the sum into NaN.
-    probabilities = log_p.exp()
-    return torch.where(probabilities > 0, probabilities * (log_p - log_m), 0.0)
-
-
 def token_jsd(log_p_BTV: torch.Tensor, log_q_BTV: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon divergence per position (B, T), natural log, in [0, ln 2].
 
-    JSD = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2, computed in log space.
+    JSD = 1/2 KL(p || m) + 1/2 KL(q || m), m = (p + q) / 2: the alpha = 0.5 case of the one
+    divergence implementation (``unisd_core.losses.divergences``), clamped against rounding.
     """
-    log_p_BTV, log_q_BTV = log_p_BTV.float(), log_q_BTV.float()
-    log_m_BTV = torch.logaddexp(log_p_BTV, log_q_BTV) - LN2
-    kl_p = _kl_terms(log_p_BTV, log_m_BTV).sum(-1)
-    kl_q = _kl_terms(log_q_BTV, log_m_BTV).sum(-1)
-    return (0.5 * (kl_p + kl_q)).clamp(0.0, LN2)
+    jsd_BT = divergence_from_log_probs(log_q_BTV.float(), log_p_BTV.float(), 0.5)
+    return jsd_BT.clamp(0.0, LN2)
 
 
 def perplexity(mean_logprob: float) -> float:

@@ -115,3 +115,15 @@ def test_batched_log_probs_equal_one_by_one_and_feed_the_aggregates(tiny_model) 
     pooled = float(torch.cat(single).mean())
     assert fit.mean_logprob == pytest.approx(pooled, abs=1e-4)
     assert fit.perplexity == pytest.approx(math.exp(-pooled), rel=1e-4)
+
+
+def test_jsd_with_a_masked_vocabulary_entry_is_finite_and_matches_the_renormalised_case() -> None:
+    # p puts zero mass on the last entry (log p = -inf): 0 log 0 must count as 0, not NaN.
+    log_p = torch.log(torch.tensor([[[0.5, 0.5, 0.0]]]))
+    log_q = torch.log(torch.tensor([[[0.25, 0.25, 0.5]]]))
+    value = token_jsd(log_p, log_q)
+    expected = 0.5 * (2 * 0.5 * math.log(0.5 / 0.375)) + 0.5 * (
+        2 * 0.25 * math.log(0.25 / 0.375) + 0.5 * math.log(0.5 / 0.25)
+    )
+    assert torch.isfinite(value).all()
+    assert value.item() == pytest.approx(expected, rel=1e-6)

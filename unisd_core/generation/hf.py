@@ -63,7 +63,7 @@ class HFGenerationBackend:
         was_training = self.model.training
         self.model.eval()  # no dropout while sampling the policy
         try:
-            with _neutral_model_defaults(self.model), \
+            with neutral_generation_defaults(self.model), \
                     torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
                 torch.manual_seed(int(seed))
                 output = self.model.generate(
@@ -77,7 +77,7 @@ class HFGenerationBackend:
 
 
 @contextlib.contextmanager
-def _neutral_model_defaults(model: Any) -> Iterator[None]:
+def neutral_generation_defaults(model: Any) -> Iterator[None]:
     """Run with a blank ``generation_config`` on the CausalLM (a PeftModel's too), then restore it."""
     get_base = getattr(model, "get_base_model", None)
     causal_lm = get_base() if callable(get_base) else model

@@ -29,8 +29,12 @@ def scaled_log_probs(logits_BTV: Tensor, temperature: float) -> Tensor:
 
 
 def kl_from_log_probs(log_p_BTV: Tensor, log_q_BTV: Tensor) -> Tensor:
-    """KL(p || q) = sum_v p (log p - log q) over the last axis. [B,T,V] x2 -> [B,T]."""
-    return (log_p_BTV.exp() * (log_p_BTV - log_q_BTV)).sum(dim=-1)
+    """KL(p || q) = sum_v p (log p - log q) over the last axis. [B,T,V] x2 -> [B,T].
+
+    Entries with p = 0 (log p = -inf, e.g. a masked vocabulary entry) contribute 0, not NaN.
+    """
+    p_BTV = log_p_BTV.exp()
+    return torch.where(p_BTV > 0, p_BTV * (log_p_BTV - log_q_BTV), 0.0).sum(dim=-1)
 
 
 def divergence_from_log_probs(student_log_BTV: Tensor, teacher_log_BTV: Tensor, alpha: float) -> Tensor:
