@@ -144,7 +144,7 @@ def train_step(payload: dict[str, Any], functions: JobFunctions,
     caches = None
     if payload.get("needs_caches"):
         caches = functions.prepare_caches(config, records, cache_dir=Path(payload["cache_dir"]))
-    output_dir = Path(payload["step_dir"]) / train_folder(config, payload)
+    output_dir = Path(payload["step_dir"]) / "train"
     checkpoint_before = _latest_checkpoint_name(output_dir)
     sink = _metrics_sink(payload)
     stop_file = Path(payload["stop_file"])
@@ -159,18 +159,6 @@ def train_step(payload: dict[str, Any], functions: JobFunctions,
     return {"model_dir": str(result.model_dir), "steps": int(result.steps),
             "status": str(result.status), "final_metrics": _floats(result.final_metrics),
             "resumed_from": checkpoint_before, "model_family": model_family(config.model)}
-
-
-def train_folder(config: Any, payload: dict[str, Any]) -> str:
-    """``train`` normally; ``train-mb<micro-batch>`` after an OOM halving.
-
-    A checkpoint belongs to one config fingerprint, which includes the micro-batch, so a run
-    whose micro-batch was halved cannot resume the old checkpoints: it starts in its own folder.
-    """
-    original = payload.get("original_per_device_batch", config.per_device_batch)
-    if config.per_device_batch == original:
-        return "train"
-    return f"train-mb{config.per_device_batch}"
 
 
 def evaluate_step(payload: dict[str, Any], functions: JobFunctions,

@@ -153,9 +153,24 @@ class TrainConfig(Frozen):
             )
         return self
 
+    @property
+    def effective_batch(self) -> int:
+        """Prompts per optimizer step: per_device_batch x grad_accum."""
+        return self.per_device_batch * self.grad_accum
+
     def fingerprint(self) -> str:
-        """Hex digest of every field (all of them change results); stable across runs."""
-        return config_hash(self.model_dump(mode="json"))
+        """Hex digest of what a run's checkpoints and outputs belong to; stable across runs.
+
+        Every field enters except how the effective batch is split into micro-batches: an
+        out-of-memory retry halves the micro-batch and doubles the accumulation, and must still
+        resume the run's checkpoints. The optimizer steps see the same prompts and the same
+        averaged per-sequence losses; only the statistics method.md takes per micro-batch
+        (quantile caps, the agreement scale) are then taken over the smaller micro-batches.
+        """
+        payload = self.model_dump(mode="json")
+        payload.pop("per_device_batch")
+        payload["grad_accum"] = self.effective_batch  # the split's product, under the old name
+        return config_hash(payload)
 
 
 def config_hash(payload: object) -> str:
