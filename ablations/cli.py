@@ -29,14 +29,22 @@ INVALID_STUDY_EXIT = 2
 StudyFile = typer.Argument(..., help="The study YAML file.")
 
 
-def _load(path: Path) -> StudySpec:
+OutputDir = typer.Option(
+    None, "--output-dir",
+    help="Study output folder (overrides the study's output_dir; default runs/<name>). "
+         "Give the same folder to run, status and report.",
+)
+
+
+def _load(path: Path, output_dir: Optional[Path] = None) -> StudySpec:
     try:
-        return load_study(path)
+        spec = load_study(path)
     except StudyValidationError as exc:
         console.print(f"[bold red]invalid study[/] {exc.source}: {len(exc.errors)} error(s)")
         for error in exc.errors:
             console.print("  - " + error.render(), style="red", markup=False, highlight=False)
         raise typer.Exit(INVALID_STUDY_EXIT) from None
+    return spec if output_dir is None else spec.model_copy(update={"output_dir": str(output_dir)})
 
 
 def _expand(spec: StudySpec) -> list:
@@ -94,11 +102,12 @@ def run(path: Path = StudyFile,
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address."),
         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI."),
         max_retries: int = typer.Option(2, "--max-retries", min=0),
-        progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+        output_dir: Optional[Path] = OutputDir) -> None:
     """Run (or resume) every cell of the study on Ray, recording into MLflow."""
     from pipelines.runner import run_study
 
-    spec = _load(path)
+    spec = _load(path, output_dir)
     cells = _expand(spec)
     outcome = run_study(cells, study_name=spec.name, output_dir=spec.resolved_output_dir(),
                         tracking_uri=tracking_uri or spec.resolved_tracking_uri(),
@@ -117,11 +126,11 @@ def run(path: Path = StudyFile,
 
 
 @study_app.command("status")
-def status(path: Path = StudyFile) -> None:
+def status(path: Path = StudyFile, output_dir: Optional[Path] = OutputDir) -> None:
     """Show the state of every step and cell of a study (from its output folder)."""
     from pipelines.runner import study_status
 
-    spec = _load(path)
+    spec = _load(path, output_dir)
     try:
         state = study_status(spec.resolved_output_dir())
     except FileNotFoundError as exc:
@@ -143,7 +152,8 @@ def report(path: Path = StudyFile,
            replicates: int = typer.Option(2000, "--replicates", min=1),
            plots: bool = typer.Option(True, "--plots/--no-plots"),
            attach: bool = typer.Option(True, "--attach/--no-attach",
-                                       help="Attach files and metrics to the MLflow parent run.")
+                                       help="Attach files and metrics to the MLflow parent run."),
+           output_dir: Optional[Path] = OutputDir,
            ) -> None:
     """Tables (Markdown, LaTeX, CSV), plots and contributions from the study's MLflow records."""
     from ablations.report import build_report
@@ -151,7 +161,7 @@ def report(path: Path = StudyFile,
     from ablations.report.tables import main_table_display
     from pipelines.mlflow_adapter import load_study_records
 
-    spec = _load(path)
+    spec = _load(path, output_dir)
     uri = tracking_uri or spec.resolved_tracking_uri()
     try:
         scores, items = load_study_records(spec.name, uri)
