@@ -14,6 +14,9 @@ Choices the paper leaves open (documented departures):
 - An item whose completion has no token gets NaN and is left out of every mean.
 - Paired comparisons count strict inequalities over the items both runs share; ties count
   against "lower"/"higher".
+- :func:`retention_report` (what the pipeline's evaluate step calls) shares one base forward
+  between retention and JSD. With no fine-tuned model (the base cell), the evaluated model is the
+  base itself: its retention is its own outputs under itself and its JSD is 0 by definition.
 """
 
 from __future__ import annotations
@@ -202,3 +205,75 @@ def jsd_to_base(
     finally:
         for model, was_training in states:
             model.train(was_training)
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    """Section 6 metrics of one (evaluated model, benchmark): per item (by item id) and summary.
+
+    ``items[id]`` holds ``base_logprob`` (mean log p_base(y | x)), ``jsd_to_base`` and
+    ``gold_logprob`` (mean log p_model(c | x)), NaN where a completion has no token.
+    ``summary`` holds ``pplret``, ``base_logprob`` (mean of item means), ``jsd_to_base`` (mean
+    of item JSDs), ``gold_logprob`` (pooled, as :func:`gold_fit`) and ``gold_perplexity``.
+    """
+
+    items: dict[str, dict[str, float]]
+    summary: dict[str, float]
+
+
+def _base_logprob_and_jsd(base_model, finetuned_model, tokenizer, prompts, outputs, batch_size):
+    """Per item (mean log p_base(y), mean JSD(p_base, p_FT)): one forward per model per batch."""
+    pairs = _encode(tokenizer, prompts, outputs)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    base_values, jsd_values = [], []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        base_spans = _batch_log_probs(base_model, chunk, pad_id)
+        tuned_spans = (_batch_log_probs(finetuned_model, chunk, pad_id)
+                       if finetuned_model is not None else base_spans)
+        for (_, completion_ids), base_TV, tuned_TV in zip(chunk, base_spans, tuned_spans):
+            if not completion_ids:  # an empty output: nothing to measure, left out of means
+                base_values.append(math.nan)
+                jsd_values.append(math.nan)
+                continue
+            ids_T = torch.tensor(completion_ids, dtype=torch.long)
+            base_values.append(float(base_TV.gather(-1, ids_T.unsqueeze(-1)).mean()))
+            if finetuned_model is None:
+                jsd_values.append(0.0)  # the base against itself: zero by definition
+            else:
+                jsd_T = token_jsd(base_TV.unsqueeze(0), tuned_TV.unsqueeze(0))[0]
+                jsd_values.append(float(jsd_T.mean()))
+    return base_values, jsd_values
+
+
+def retention_report(
+    base_model, finetuned_model, tokenizer, item_ids: Sequence[str], prompts: Sequence[str],
+    gold_completions: Sequence[str], finetuned_outputs: Sequence[str], *, batch_size: int = 4,
+) -> RetentionReport:
+    """Gold fit, retention and JSD to base for one benchmark's items (see :class:`RetentionReport`).
+
+    ``finetuned_model`` None means the evaluated model is ``base_model`` itself (a base cell).
+    Prompts are raw Record prompts (chat-formatted here); outputs are the greedy predictions.
+    """
+    if len(item_ids) != len(prompts):
+        raise ValueError(f"{len(item_ids)} item ids but {len(prompts)} prompts")
+    evaluated = finetuned_model if finetuned_model is not None else base_model
+    states = [(model, model.training) for model in (base_model, evaluated)]
+    for model, _ in states:
+        model.eval()
+    try:
+        base_values, jsd_values = _base_logprob_and_jsd(
+            base_model, finetuned_model, tokenizer, prompts, finetuned_outputs, batch_size)
+        gold = gold_fit(evaluated, tokenizer, prompts, gold_completions, batch_size=batch_size)
+    finally:
+        for model, was_training in states:
+            model.train(was_training)
+    items = {
+        item_id: {"base_logprob": base, "jsd_to_base": jsd, "gold_logprob": gold_item}
+        for item_id, base, jsd, gold_item in zip(
+            item_ids, base_values, jsd_values, gold.item_mean_logprobs)
+    }
+    summary = {"pplret": pplret(base_values), "base_logprob": mean_of(base_values),
+               "jsd_to_base": mean_of(jsd_values), "gold_logprob": gold.mean_logprob,
+               "gold_perplexity": gold.perplexity}
+    return RetentionReport(items, summary)

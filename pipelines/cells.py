@@ -44,6 +44,8 @@ class EvalSettings(_Frozen):
     limit: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(1024, ge=1)
     batch_size: int = Field(8, ge=1)
+    # method.md 6 (gold fit, PPLret, JSD to base) after lm-eval; off saves the extra forwards.
+    retention: bool = True
 
 
 class DataSettings(_Frozen):

@@ -38,6 +38,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from pipelines.retention_step import measure_retention, merge_retention
 from unisd_core.data.records import Record
 
 LOG_TAIL_LINES = 40
@@ -55,6 +56,10 @@ class JobFunctions:
     prepare_caches: Callable[..., Any] | None = None
     train: Callable[..., Any] | None = None
     evaluate: Callable[..., Any] | None = None
+    # (payload, plain results, logger) -> {benchmark: RetentionReport}. None: the real one when
+    # ``evaluate`` is the real one; a stand-in evaluation has no real model outputs to measure,
+    # so with a stand-in ``evaluate`` retention is skipped unless a stand-in is given here too.
+    retention: Callable[..., Any] | None = None
 
     def resolved(self) -> "JobFunctions":
         # Imported here: the driver never needs torch-heavy modules, only workers do.
@@ -67,10 +72,12 @@ class JobFunctions:
         train = self.train
         if train is None:
             from unisd_core.training import train
-        evaluate = self.evaluate
+        evaluate, retention = self.evaluate, self.retention
         if evaluate is None:
             from evaluation.lm_eval_adapter import evaluate
-        return JobFunctions(load_records, prepare_caches, train, evaluate)
+        if retention is None:
+            retention = measure_retention if self.evaluate is None else skip_retention
+        return JobFunctions(load_records, prepare_caches, train, evaluate, retention)
 
 
 def run_step(payload: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +170,11 @@ def train_step(payload: dict[str, Any], functions: JobFunctions,
 
 def evaluate_step(payload: dict[str, Any], functions: JobFunctions,
                   logger: logging.Logger) -> dict[str, Any]:
-    """Score a checkpoint (or the base model) on the cell's benchmarks; results to disk."""
+    """Score a checkpoint (or the base model) on the cell's benchmarks; results to disk.
+
+    Then, unless ``eval.retention`` is off, gold fit, retention and JSD to base per benchmark
+    and per item (:mod:`pipelines.retention_step`), merged into the results' ``metrics``.
+    """
     model = payload["model_dir"]
     if model is None:
         from unisd_core.models.zoo import resolve_model
@@ -176,12 +187,21 @@ def evaluate_step(payload: dict[str, Any], functions: JobFunctions,
                                  batch_size=settings["batch_size"],
                                  sources=payload.get("sources") or None)
     serial = {name: to_plain(result) for name, result in results.items()}
+    if settings.get("retention", True):
+        merge_retention(serial, functions.retention(payload, serial, logger))
     results_path = Path(payload["step_dir"]) / "results.json"
     _write_json(results_path, serial)
     scores = {name: result["score"] for name, result in serial.items()}
     logger.info("scores: %s", scores)
     return {"results_path": str(results_path), "scores": scores,
             "model_family": model_family(payload["model"])}
+
+
+def skip_retention(payload: dict[str, Any], results: dict[str, Any],
+                   logger: logging.Logger) -> dict[str, Any]:
+    """The retention stand-in for stand-in evaluations: measures nothing."""
+    logger.info("retention skipped: the evaluation is a stand-in")
+    return {}
 
 
 def model_family(model: str) -> str:

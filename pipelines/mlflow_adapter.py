@@ -4,8 +4,10 @@ Layout: one experiment per study (named after it), one parent run per study, one
 cell. A cell run carries the resolved cell config as flattened params, identity and provenance as
 tags (``unisd.*``: run key, method, subset, component flags, model family, dataset, seed, git SHA,
 library versions, status), step metrics from training (logged by the worker through
-:class:`MlflowMetricsSink`, batched), evaluation metrics per benchmark, and artifacts (per-item
-samples as JSONL, the resolved config, step logs).
+:class:`MlflowMetricsSink`, batched), evaluation metrics per benchmark (scores, and the
+retention metrics of method.md 6: ``<benchmark>/pplret``, ``/jsd_to_base``, ``/gold_logprob``,
+...), and artifacts (per-item samples as JSONL, each item's ``metrics`` carrying its
+``jsd_to_base``, ``base_logprob``, ``gold_logprob``; the resolved config; step logs).
 
 Store: the embedded default is ``sqlite:///<study output>/mlflow.db`` with artifacts in
 ``<study output>/artifacts``; :func:`prepare_store` creates or migrates the database once, in the
@@ -41,9 +43,11 @@ PARENT_TAG = "unisd.study_parent"
 VERSIONED_PACKAGES = ("torch", "transformers", "peft", "ray", "mlflow", "lm_eval", "pydantic")
 SCORE_COLUMNS = ["run_key", "cell", "model", "training_set", "method", "subset",
                  *COMPONENT_NAMES, "seed", "benchmark", "score", "status"]
-OPTIONAL_SCORE_METRICS = ("pplret", "jsd_to_base", "gold_logprob")
+# Section 6 metrics (pipelines.retention_step), logged as ``<benchmark>/<name>`` / item metrics.
+OPTIONAL_SCORE_METRICS = ("pplret", "jsd_to_base", "gold_logprob", "gold_perplexity",
+                          "base_logprob")
 ITEM_COLUMNS = ["run_key", "benchmark", "item_id", "score"]
-OPTIONAL_ITEM_FIELDS = ("jsd_to_base", "base_logprob")
+OPTIONAL_ITEM_FIELDS = ("jsd_to_base", "base_logprob", "gold_logprob")
 _MAX_PARAM_CHARS = 6000
 
 
