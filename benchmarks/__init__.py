@@ -1,0 +1,1 @@
+"""Benchmark scripts (issue 8 performance, and others): run by hand, see README.md; only tests import them."""

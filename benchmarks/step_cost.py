@@ -1,0 +1,302 @@
+"""Step-cost benchmark (issue 8): time and peak memory of one optimizer step (generation included)
+and of its loss side alone (teacher passes + student forward + loss + backward, no generation),
+for each single component and for UniSD*, against the empty subset, on the tiny families; plus
+the loss side that the token counts predict, so that waste is visible.
+
+Usage: ``python benchmarks/step_cost.py [--families tiny-qwen2 tiny-llama tiny-gemma3] [--repeats 2]``.
+Each family runs in a fresh interpreter (``--repeats`` times) through the training loop's own
+functions (``prepare_run``, ``optimizer_step``, ``accumulate_gradients``): nothing is
+re-implemented here. Per family process:
+
+1. ``prepare_run`` for every subset on the first ``--records`` CoS-E sample training records (LoRA
+   r 64, the paper's default; per-device batch ``--batch`` x grad_accum 2; ``--new-tokens``
+   sampled tokens), and the step-1 completions of each (the student is the same in every subset
+   then, so all subsets see the same completions).
+2. Loss side: ``accumulate_gradients`` (teacher-side passes, student forward, loss, backward of
+   both micro-batches; gradients dropped, weights unchanged) in ``--rounds`` interleaved rounds
+   after a warm-up round: each round times every subset once, so a change in the load of this
+   shared machine hits all subsets alike.
+3. Per-token cost, calibrated in every round (on the first subset's run): the first student
+   micro-batch, forward without gradient (eval mode) and forward + backward (a logsumexp loss on
+   its logits), divided by its padded token count. Prediction = fb_cost x student tokens +
+   fwd_cost x teacher-side tokens (teacher, bad teacher, K agreement contexts), real (unpadded)
+   tokens; a second prediction uses the padded tokens the loop's passes process. The loss math,
+   the EMA parameter substitution and Python overhead are what the predictions leave out.
+4. ``--rounds`` full optimizer steps per subset, interleaved the same way (``step_s`` and
+   ``generation_s`` as the loop reports them), with the peak memory around each.
+
+Times are medians over rounds and processes; every ratio is the median of same-round ratios
+(a subset against the empty subset timed in the same round; the loss side against the prediction
+calibrated in the same round), which cancels most of the drift of a shared machine's load. Peaks
+are the largest seen.
+
+Caches: agreement contexts come from :func:`build_agreement_contexts` with random donors (same
+layout as retrieval donors: a donor example then x; no embedding model needed); the negative of
+each record is its own demonstration with a wrong answer letter, so bad-teacher prompts have the
+length real negatives have. Neither needs the tiny model to generate (its output is noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.measure import PeakMemory, emit, machine_line, median, run_worker, table, timed  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+SUBSETS = ("none", "agreement", "contrastive", "feature_matching", "ema", "clipping", "unisd_star")
+
+
+def components_for(subset: str):
+    from unisd_core.config import ComponentsConfig
+    from unisd_core.presets import UNISD_STAR, component_subset
+
+    if subset == "none":
+        return ComponentsConfig()
+    if subset == "unisd_star":
+        return UNISD_STAR
+    return component_subset([subset])
+
+
+def wrong_demonstration(record) -> str:
+    """The record's demonstration with its answer letter replaced by the next valid one."""
+    letters = record.metadata.get("valid_letters") or ["A", "B"]
+    answer = record.answer.strip()
+    wrong = letters[(letters.index(answer) + 1) % len(letters)] if answer in letters else letters[0]
+    lines = record.demonstration.rstrip().splitlines()
+    return "\n".join(lines[:-1] + [f"Answer: {wrong}"])
+
+
+def build_caches(records, num_contexts: int):
+    from unisd_core.components.contexts import build_agreement_contexts
+    from unisd_core.components.prepared import PreparedCaches
+    from unisd_core.config import AgreementConfig
+
+    contexts = build_agreement_contexts(
+        records, config=AgreementConfig(context_source="random", num_contexts=num_contexts), seed=0)
+    return PreparedCaches(agreement_contexts=contexts, negatives={r.id: wrong_demonstration(r) for r in records})
+
+
+def token_counts(config, examples, completions) -> dict[str, int]:
+    """Real (unpadded) tokens of each pass of one optimizer step's micro-steps."""
+    components = config.components
+    counts = {"student": 0, "teacher_side": 0}
+    for example, completion in zip(examples, completions):
+        length = len(completion)
+        counts["student"] += len(example.student_prompt_ids) + length
+        counts["teacher_side"] += len(example.teacher_prompt_ids) + length
+        if components.contrastive is not None and example.negative_prompt_ids is not None:
+            counts["teacher_side"] += len(example.negative_prompt_ids) + length
+        if components.agreement is not None:
+            counts["teacher_side"] += sum(len(c) + length for c in example.context_prompt_ids)
+    return counts
+
+
+def padded_token_counts(config, examples, completions) -> dict[str, int]:
+    """Tokens the forward passes actually process, padding included, grouped into passes as
+    ``unisd_core.training`` groups them (per micro-batch: the student; teacher + bad teacher +
+    K contexts stacked into one pass when the teacher is the frozen base, else teacher + bad
+    teacher in one pass and the K contexts in another; rows padded to the longest row of their
+    pass). Mirrors ``training.step._teacher_side`` and ``TeacherModels.run`` by lengths only."""
+    components, size = config.components, config.per_device_batch
+    counts = {"student_padded": 0, "teacher_side_padded": 0}
+    for start in range(0, len(examples), size):
+        part = list(zip(examples[start:start + size], completions[start:start + size]))
+        counts["student_padded"] += len(part) * max(len(e.student_prompt_ids) + len(c) for e, c in part)
+        teacher = [len(e.teacher_prompt_ids) + len(c) for e, c in part]
+        if components.contrastive is not None:
+            teacher += [len(e.negative_prompt_ids) + len(c) for e, c in part if e.negative_prompt_ids is not None]
+        contexts = []
+        if components.agreement is not None:
+            contexts = [len(ctx) + len(c) for e, c in part for ctx in e.context_prompt_ids]
+        groups = [teacher + contexts] if components.ema is None else [teacher, contexts]
+        counts["teacher_side_padded"] += sum(len(g) * max(g) for g in groups if g)
+    return counts
+
+
+def per_token_costs(run, examples, completions, rounds: int) -> tuple[float, float]:
+    """(forward-only, forward+backward) seconds per padded token of the first student micro-batch
+    (fastest of ``rounds`` after a warm-up)."""
+    import torch
+
+    from unisd_core.training.forward import completion_logits
+    from unisd_core.training.sequences import build_forced_batch
+
+    size = run.config.per_device_batch
+    batch = build_forced_batch([e.student_prompt_ids for e in examples[:size]], completions[:size], run.pad_id)
+    tokens = batch.input_ids_BL.numel()
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds + 1):  # the first of each is a warm-up
+        run.model.eval()
+        with torch.no_grad(), timed(times, "forward"):
+            completion_logits(run.model, batch)
+        run.model.train()
+        with timed(times, "train"):
+            _, logits = completion_logits(run.model, batch)
+            logits.float().logsumexp(-1).mean().backward()
+        run.optimizer.zero_grad(set_to_none=True)
+    return min(times["forward"][1:]) / tokens, min(times["train"][1:]) / tokens
+
+
+def _prepare(args, records, subset: str):
+    from unisd_core.config import LoraSettings, TrainConfig
+    from unisd_core.training.completions import step_completions
+    from unisd_core.training.loop import prepare_run
+
+    components = components_for(subset)
+    config = TrainConfig(model=args.family, components=components, per_device_batch=args.batch,
+                         grad_accum=2, max_new_tokens=args.new_tokens, max_steps=args.rounds + 2,
+                         lora=LoraSettings(), learning_rate=1e-4, warmup_ratio=0.0, checkpoint_every=1000)
+    num_contexts = components.agreement.num_contexts if components.agreement is not None else 3
+    run = prepare_run(config, records, caches=build_caches(records, num_contexts), device="cpu")
+    examples = run.examples_for_step(1)
+    started = time.perf_counter()
+    completions, _ = step_completions(config, examples, step=1, backend=run.backend, tokenizer=run.tokenizer,
+                                      end_id=run.end_id, ssd_samples=None)
+    return run, examples, completions, time.perf_counter() - started
+
+
+def worker(args) -> None:
+    """All subsets of one family in this process, timed in interleaved rounds (each round
+    calibrates the per-token cost once and times every subset once), so that a change in the
+    machine's load hits the subsets and the prediction of the same round alike."""
+    import torch
+
+    from unisd_core.data.datasets import load_records
+    from unisd_core.training.loop import accumulate_gradients, optimizer_step
+
+    torch.set_num_threads(args.threads)
+    records = load_records("cose", "train")[: args.records]
+    prepared = {subset: _prepare(args, records, subset) for subset in args.subsets}
+    first = prepared[args.subsets[0]]
+    counts = {subset: {**token_counts(run.config, examples, completions),
+                       **padded_token_counts(run.config, examples, completions)}
+              for subset, (run, examples, completions, _) in prepared.items()}
+    series: dict[str, dict[str, list[float]]] = {subset: {} for subset in prepared}
+    for round_index in range(args.rounds + 1):  # round 0 warms every subset up, untimed
+        forward_cost, train_cost = per_token_costs(first[0], first[1], first[2], 1)
+        for subset, (run, examples, completions, _) in prepared.items():
+            with PeakMemory() as peak:
+                started = time.perf_counter()
+                accumulate_gradients(run, 1, examples, completions)
+                elapsed = time.perf_counter() - started
+            run.optimizer.zero_grad(set_to_none=True)
+            if round_index:
+                count = counts[subset]
+                predicted = train_cost * count["student"] + forward_cost * count["teacher_side"]
+                padded = train_cost * count["student_padded"] + forward_cost * count["teacher_side_padded"]
+                for key, value in (("loss_side_s", elapsed), ("predicted_s", predicted),
+                                   ("predicted_padded_s", padded), ("loss_peak_mib", peak.mib)):
+                    series[subset].setdefault(key, []).append(value)
+    for step in range(1, args.rounds + 1):
+        for subset, (run, *_rest) in prepared.items():
+            with PeakMemory() as peak:
+                values = optimizer_step(run, step)
+            for key, value in (("step_s", values["step_s"]), ("generation_s", values["generation_s"]),
+                               ("completion_length", values["completion_length_mean"]), ("step_peak_mib", peak.mib)):
+                series[subset].setdefault(key, []).append(value)
+    emit({"series": series, "counts": counts, "memory_method": peak.method})
+
+
+def _paired_ratio(runs: list[dict], subset: str, key: str, base_subset: str | None, base_key: str | None = None):
+    """Median over (process, round) of value / the same round's base value (or the same
+    subset's ``base_key`` when ``base_subset`` is None)."""
+    ratios = []
+    for run in runs:
+        values = run["series"][subset][key]
+        bases = run["series"][base_subset or subset][base_key or key]
+        ratios += [v / b for v, b in zip(values, bases) if b > 0]
+    return median(ratios) if ratios else float("nan")
+
+
+def _pooled(runs: list[dict], subset: str, key: str, how=median) -> float:
+    return how([v for run in runs for v in run["series"][subset][key]])
+
+
+def summary(results: dict[str, list[dict]], subsets: list[str]) -> str:
+    rows = []
+    for family, all_runs in results.items():
+        runs = [r for r in all_runs if "error" not in r]
+        for subset in subsets:
+            if not runs:
+                rows.append([family, subset, "failed"] + [""] * 12)
+                continue
+            count = runs[0]["counts"][subset]
+            rows.append([
+                family, subset, f"{_pooled(runs, subset, 'step_s'):.2f}",
+                f"{_paired_ratio(runs, subset, 'step_s', 'none'):.2f}",
+                f"{_pooled(runs, subset, 'generation_s'):.2f}", f"{_pooled(runs, subset, 'loss_side_s'):.3f}",
+                f"{_paired_ratio(runs, subset, 'loss_side_s', 'none'):.2f}",
+                f"{_pooled(runs, subset, 'predicted_s'):.3f}",
+                f"{_paired_ratio(runs, subset, 'loss_side_s', None, 'predicted_s'):.2f}",
+                f"{_paired_ratio(runs, subset, 'loss_side_s', None, 'predicted_padded_s'):.2f}"
+                if "predicted_padded_s" in runs[0]["series"][subset] else "n/a",
+                f"{_pooled(runs, subset, 'step_peak_mib', max):.0f}",
+                f"{_pooled(runs, subset, 'step_peak_mib', max) / max(_pooled(runs, 'none', 'step_peak_mib', max), 1e-9):.2f}",
+                f"{_pooled(runs, subset, 'loss_peak_mib', max):.0f}",
+                f"{count['student']}/{count['teacher_side']}",
+                f"{count.get('student_padded', 0)}/{count.get('teacher_side_padded', 0)}",
+            ])
+    headers = ["family", "subset", "step s (gen incl.)", "step / empty", "gen s", "loss side s",
+               "loss / empty", "token-count prediction s", "loss / prediction", "loss / prediction on padded tokens",
+               "step peak MiB", "step peak / empty", "loss peak MiB", "tokens student/teacher-side",
+               "padded tokens student/teacher-side"]
+    return table(headers, rows)
+
+
+def driver(args) -> int:
+    print(f"# step cost: families {args.families}, {args.records} CoS-E records, batch {args.batch} x accum 2, "
+          f"{args.new_tokens} new tokens, LoRA r 64, threads={args.threads}; per family {args.repeats} fresh "
+          f"process(es), each timing all subsets in {args.rounds} interleaved rounds; times = medians, "
+          f"ratios = medians of same-round ratios")
+    print(f"# machine: {machine_line()}")
+    results: dict[str, list[dict]] = {}
+    for repeat in range(args.repeats):
+        for family in args.families:
+            worker_args = ["--family", family, "--subsets", *args.subsets, "--records", str(args.records),
+                           "--new-tokens", str(args.new_tokens), "--rounds", str(args.rounds),
+                           "--batch", str(args.batch), "--threads", str(args.threads)]
+            result = run_worker(SCRIPT, worker_args, timeout_s=1800)
+            results.setdefault(family, []).append(result)
+            if "error" in result:
+                print(f"  run {repeat + 1}: {family}: {result['error']} {result.get('stderr_tail', '')[-600:]}")
+                continue
+            print(f"  run {repeat + 1}: {family}", flush=True)
+            for subset, series in result["series"].items():
+                lengths = series["completion_length"]
+                print(f"    {subset}: step {median(series['step_s']):.2f}s loss {median(series['loss_side_s']):.3f}s "
+                      f"pred {median(series['predicted_s']):.3f}s peak {max(series['step_peak_mib']):.0f} MiB, "
+                      f"step completion length {min(lengths):.0f}-{max(lengths):.0f}", flush=True)
+    print()
+    print(summary(results, args.subsets))
+    print("\npeak memory: extra resident memory over the state before the step (VmHWM reset; all "
+          "subsets of a family share the process, so this is each step's own extra memory)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--families", nargs="+", default=["tiny-qwen2", "tiny-llama", "tiny-gemma3"])
+    parser.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=SUBSETS)
+    parser.add_argument("--family", default="tiny-qwen2")
+    parser.add_argument("--records", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=4, help="per-device batch (grad_accum is 2)")
+    parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    return driver(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
