@@ -15,6 +15,12 @@ lock and then find the finished folder. The folder loads with plain
 ``AutoModelForCausalLM.from_pretrained(dir)`` / ``AutoTokenizer.from_pretrained(dir)`` (no remote
 code), which is how the ``lm_eval`` command line loads it.
 
+``tiny-qwen2-synth`` is the same kind of folder holding a *pretrained* tiny Qwen2 (hidden 96,
+3 layers): :mod:`unisd_core.models.pretrain` trains it on CPU on the synthetic task (minutes,
+seeded, deterministic) on first use, under the same lock-and-rename protocol; its hash covers the
+pretraining settings and ``PRETRAIN_VERSION``. It is not in ``TINY_MODELS`` (those build in
+seconds and tests iterate over them); ``PRETRAINED_MODELS`` lists it.
+
 Departures from the real models: random weights (initializer range 0.1 instead of 0.02, so that
 output distributions are not flat and divergences between contexts are measurable); the
 generation config stops at the end-of-turn token only; Llama's pad token is set (the real one has
@@ -49,6 +55,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from unisd_core.models import pretrain as pretraining
 from unisd_core.models.tokenizer import (
     VOCAB_SIZE,
     chat_format,
@@ -63,6 +70,8 @@ TINY_FAMILIES: dict[str, str] = {
     "tiny-llama": "llama",
     "tiny-gemma3": "gemma3",
 }
+# Pretrained bases (built by unisd_core.models.pretrain with its default settings).
+PRETRAINED_MODELS: dict[str, str] = {"tiny-qwen2-synth": "qwen2"}
 MODEL_SEED = 1234
 _BUILD_MARKER = "unisd_build.json"
 _FAMILY_BY_MODEL_TYPE = {
@@ -150,8 +159,16 @@ def tiny_model_dir(name: str) -> Path:
 
 
 def build_tiny_model(name: str) -> Path:
-    """Build tiny model ``name`` into the cache unless already there; returns its folder."""
-    target = tiny_model_dir(name)
+    """Build tiny model ``name`` into the cache unless already there; returns its folder.
+
+    Also builds the pretrained bases of ``PRETRAINED_MODELS`` (minutes on CPU, once)."""
+    if name in PRETRAINED_MODELS:
+        return _build_once(pretrained_model_dir(name), lambda staging: _write_pretrained(name, staging))
+    return _build_once(tiny_model_dir(name), lambda staging: _write_tiny_model(name, staging))
+
+
+def _build_once(target: Path, write: Any) -> Path:
+    """Run ``write(staging_folder)`` and rename the result to ``target``, once across processes."""
     if (target / _BUILD_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -165,11 +182,44 @@ def build_tiny_model(name: str) -> Path:
                 shutil.rmtree(leftover)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            _write_tiny_model(name, staging)
+            write(staging)
             os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def pretrained_build_hash(name: str) -> str:
+    """12 hex digits over everything that defines the pretrained base ``name``."""
+    payload = {
+        "zoo_version": ZOO_VERSION,
+        "pretrain_version": pretraining.PRETRAIN_VERSION,
+        "name": name,
+        "settings": pretraining.PretrainSettings().model_dump(),
+        # The training data: the generator and the prompt texts it is laid out with.
+        "data": pretraining.data_spec(),
+        "tokenizer": tokenizer_build_spec(PRETRAINED_MODELS[name]),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def pretrained_model_dir(name: str) -> Path:
+    """Where pretrained base ``name`` lives (built or not)."""
+    return cache_root() / "models" / f"{name}-{pretrained_build_hash(name)}"
+
+
+def _write_pretrained(name: str, folder: Path) -> None:
+    settings = pretraining.PretrainSettings()
+    model, tokenizer, stats = pretraining.pretrain(settings)
+    marker = {"name": name, "family": PRETRAINED_MODELS[name], "build_hash": pretrained_build_hash(name)}
+    with _quiet_progress_bars():
+        pretraining.save_pretrained_base(model, tokenizer, folder, settings, stats, marker=marker)
 
 
 def _write_tiny_model(name: str, folder: Path) -> None:
@@ -221,7 +271,7 @@ def resolve_model(name_or_path: str) -> str:
     ``tiny-*`` name, :class:`ModelNotAvailableError` for a missing path that is clearly local
     (absolute, ``./``, ``~``) or a hub id absent from the local hub cache while offline.
     """
-    if name_or_path in TINY_FAMILIES:
+    if name_or_path in TINY_FAMILIES or name_or_path in PRETRAINED_MODELS:
         return str(build_tiny_model(name_or_path))
     if Path(name_or_path).expanduser().is_dir():
         return name_or_path
@@ -288,6 +338,8 @@ def model_family(name_or_path: str) -> str:
     """
     if name_or_path in TINY_FAMILIES:
         return TINY_FAMILIES[name_or_path]
+    if name_or_path in PRETRAINED_MODELS:
+        return PRETRAINED_MODELS[name_or_path]
     resolved = resolve_model(name_or_path)
     adapter_config = Path(resolved).expanduser() / "adapter_config.json"
     if not (Path(resolved).expanduser() / "config.json").is_file() and adapter_config.is_file():

@@ -1,0 +1,105 @@
+"""Pretraining of the synthetic base (unisd_core.models.pretrain): determinism for a fixed seed,
+the completion-only loss, and a saved folder that loads the way users and lm-eval load it.
+Tiny settings (a few steps of a 1-layer model) keep this fast; the real budget is not run here."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unisd_core.data.synthetic import synthetic_records
+from unisd_core.models import zoo
+from unisd_core.models.pretrain import (
+    PretrainSettings,
+    completion_loss,
+    encode_examples,
+    make_batch,
+    pretrain,
+    save_pretrained_base,
+)
+from unisd_core.prompts import chat_prompt, teacher_prompt_text
+
+TINY = dict(steps=3, batch_size=4, pool_size=16, hidden_size=32, intermediate_size=64,
+            num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, threads=1,
+            warmup_steps=1)
+
+
+def state(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not() -> None:
+    first, _, stats = pretrain(PretrainSettings(seed=0, **TINY))
+    second, _, _ = pretrain(PretrainSettings(seed=0, **TINY))
+    other, _, _ = pretrain(PretrainSettings(seed=1, **TINY))
+    a, b, c = state(first), state(second), state(other)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert any(not torch.equal(a[name], c[name]) for name in a)
+    assert stats["seconds"] > 0 and stats["parameters"] == sum(p.numel() for p in first.parameters())
+    # Training moved the weights away from the seeded init.
+    torch.manual_seed(0)
+    init = state(AutoModelForCausalLM.from_config(first.config))
+    assert any(not torch.equal(a[name], init[name]) for name in a if name in init)
+
+
+def test_batch_masks_prompt_and_padding_and_loss_matches_full_logits() -> None:
+    _, tokenizer, _ = pretrain(PretrainSettings(**{**TINY, "steps": 1}))
+    records = synthetic_records("pretrain", 3)
+    examples = encode_examples(tokenizer, records, seed=0)
+    first = examples[0]
+    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.decode(first.student_prompt) == chat_prompt(tokenizer, records[0].prompt)
+    assert tokenizer.decode(first.completion[:-1]) == records[0].demonstration
+    assert first.completion[-1] == end_id and first.teacher[1] == first.completion
+    assert tokenizer.decode(first.teacher[0]) == chat_prompt(
+        tokenizer, teacher_prompt_text(records[0].prompt, records[0].demonstration))
+    # The mismatched teacher example follows its (wrong) demonstration: completion = that demo.
+    wrong = tokenizer.decode(first.mismatched[1][:-1])
+    assert wrong != records[0].demonstration and wrong in tokenizer.decode(first.mismatched[0])
+    letter = wrong.rsplit("Answer: ", 1)[1]
+    assert letter in "ABCD" and letter != records[0].answer
+    assert wrong == records[0].demonstration.replace(f"Answer: {records[0].answer}", f"Answer: {letter}")
+    rows = [(first.student_prompt, first.completion), examples[1].mismatched]
+    input_ids, attention, labels = make_batch(rows, tokenizer.pad_token_id)
+    assert int((labels != -100).sum()) == len(first.completion) + len(examples[1].mismatched[1])
+    assert int(attention[0].sum()) == len(first.student_prompt) + len(first.completion)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(
+        __import__("unisd_core.models.pretrain", fromlist=["model_config"]).model_config(
+            PretrainSettings(**TINY)))
+    reference = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+    assert torch.allclose(completion_loss(model, input_ids, attention, labels), reference, atol=1e-5)
+
+
+def test_saved_base_round_trips_through_auto_classes(tmp_path) -> None:
+    settings = PretrainSettings(**TINY)
+    model, tokenizer, stats = pretrain(settings)
+    folder = save_pretrained_base(model, tokenizer, tmp_path / "base", settings, stats)
+    loaded_tokenizer = AutoTokenizer.from_pretrained(folder)
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    text = chat_prompt(loaded_tokenizer, synthetic_records("test", 1)[0].prompt)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert loaded_tokenizer(text, add_special_tokens=False)["input_ids"] == ids
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([ids])).logits
+        assert torch.allclose(loaded(input_ids=torch.tensor([ids])).logits, expected, atol=1e-6)
+    assert loaded.generation_config.eos_token_id == loaded_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert (folder / "unisd_build.json").is_file()
+
+
+def test_zoo_knows_the_pretrained_base_without_building_it() -> None:
+    assert "tiny-qwen2-synth" in zoo.PRETRAINED_MODELS
+    assert "tiny-qwen2-synth" not in zoo.TINY_MODELS  # tests iterate TINY_MODELS; this one is slow
+    assert zoo.model_family("tiny-qwen2-synth") == "qwen2"
+    folder = zoo.pretrained_model_dir("tiny-qwen2-synth")
+    assert folder.name == f"tiny-qwen2-synth-{zoo.pretrained_build_hash('tiny-qwen2-synth')}"
+    assert folder.parent == zoo.cache_root() / "models"
+
+
+def test_build_hash_follows_the_training_data(monkeypatch) -> None:
+    """A change of the generator (here the number range) must give a new folder, never a stale one."""
+    from unisd_core.data import synthetic
+
+    before = zoo.pretrained_build_hash("tiny-qwen2-synth")
+    monkeypatch.setattr(synthetic, "HIGH", synthetic.HIGH - 1)
+    assert zoo.pretrained_build_hash("tiny-qwen2-synth") != before

@@ -1,0 +1,286 @@
+"""Pretrain a tiny Qwen2 on the synthetic task, so the CPU demo starts from a base that knows it a bit.
+
+``python -m unisd_core.models.pretrain --seed 0 [--out DIR]`` trains a real ``Qwen2ForCausalLM``
+(hidden 96, 3 layers, 0.5M parameters, the tiny-qwen2 tokenizer and chat template) from a seeded random init with
+AdamW on chat-formatted sequences of the synthetic "largest number" task
+(:mod:`unisd_core.data.synthetic`, its ``pretrain`` split, disjoint from ``test``):
+
+- student format: chat(x) + gold completion (``Reasoning: ...`` / ``Answer: X`` + end of turn):
+  teaches the prompt format and, within the step budget, part of the rule;
+- teacher format: chat(teacher_prompt_text(x, c)) + the same completion: teaches reading the
+  answer letter off a worked demonstration, so the demonstration-conditioned teacher of SDFT is
+  clearly better than the student (the paper's setting, in miniature).
+
+The synthetic rationale names the method, not the number, so the answer letter is the only
+item-specific completion token: the rule (find the maximum of four three-digit numbers, map it to
+its letter) must be computed silently and is learned only partly within the budget, while reading
+one letter off the demonstration is learned alongside. Measured on the 300 test items (greedy):
+38.0% without, 50.0% with the demonstration (docs/synthetic.md). Earlier designs that failed, on
+96 test items: a rationale writing the number out let the rule win and the demonstration add
+nothing (70% vs 63%); wrong demonstrations (``mismatch_fraction`` > 0, kept as an option, off)
+left both near chance after 600 steps; two-digit numbers gave 89% vs 87% (300 items).
+
+The loss covers completion tokens only. The budget (``PretrainSettings``: 400 steps of 32
+sequences, one thread) is fixed once; it is what leaves the rule partly learned. Training is deterministic for a fixed seed and thread
+count (deterministic algorithms on, one seeded generator for the data order): the same settings
+give the same weights. The zoo name ``tiny-qwen2-synth`` builds this model on first use into
+``$UNISD_CACHE_DIR/models/tiny-qwen2-synth-<hash>`` (hash of the settings and library versions).
+
+Departures from the paper: the paper starts from real instruct models; this base exists only so
+that CPU runs measure real effects (issue 7). Initializer range 0.02 (the zoo's random models use
+0.1), because this model is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import torch
+from pydantic import Field
+from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+from unisd_core.config import Frozen
+from unisd_core.data.records import Record
+from unisd_core.data import synthetic
+from unisd_core.data.synthetic import synthetic_records
+from unisd_core.models.tokenizer import VOCAB_SIZE, chat_format, train_tokenizer
+from unisd_core.prompts import MC_INSTRUCTION, chat_prompt, teacher_prompt_text
+
+# Bump when the training procedure changes (it enters the zoo's build hash).
+PRETRAIN_VERSION = "1"
+FAMILY = "qwen2"
+
+
+class Example(NamedTuple):
+    """Token ids of one pretraining item; ``teacher``/``mismatched`` are (prompt, completion)."""
+
+    student_prompt: list[int]
+    completion: list[int]
+    teacher: tuple[list[int], list[int]]
+    mismatched: tuple[list[int], list[int]]
+BUILD_MARKER = "unisd_build.json"  # the zoo's marker name: present = folder complete
+
+
+class PretrainSettings(Frozen):
+    """Everything that decides the pretrained weights (all of it enters the build hash)."""
+
+    seed: int = Field(0, ge=0)
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(3e-3, gt=0.0)
+    warmup_steps: int = Field(30, ge=0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    teacher_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    mismatch_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    pool_size: int = Field(4_000, ge=1)
+    hidden_size: int = Field(96, ge=8)
+    intermediate_size: int = Field(256, ge=8)
+    num_hidden_layers: int = Field(3, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+
+
+def data_spec() -> dict[str, Any]:
+    """What decides the pretraining text besides the settings: generator and prompt templates."""
+    return {"generator": synthetic.generator_spec(), "mc_instruction": MC_INSTRUCTION,
+            "teacher_template": teacher_prompt_text("{x}", "{c}")}
+
+
+def model_config(settings: PretrainSettings) -> Qwen2Config:
+    """The Qwen2 config of the pretrained base (token ids of the tiny-qwen2 chat format)."""
+    spec = chat_format(FAMILY)
+    return Qwen2Config(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=settings.hidden_size,
+        intermediate_size=settings.intermediate_size,
+        num_hidden_layers=settings.num_hidden_layers,
+        num_attention_heads=settings.num_attention_heads,
+        num_key_value_heads=settings.num_key_value_heads,
+        max_position_embeddings=2048,
+        initializer_range=0.02,
+        tie_word_embeddings=True,
+        eos_token_id=spec.token_id(spec.end_of_turn_token),
+        pad_token_id=spec.token_id(spec.pad_token),
+        bos_token_id=None,
+    )
+
+
+def encode_examples(tokenizer: Any, records: list[Record], *, seed: int = 0) -> list[Example]:
+    """Per record: student prompt ids, gold completion ids (with end of turn), and the teacher
+    prompt + completion for the gold demonstration and for one wrong option's demonstration
+    (chosen with ``seed``)."""
+    end_id = tokenizer.convert_tokens_to_ids(chat_format(FAMILY).end_of_turn_token)
+    rng = random.Random(seed)
+    wrong = [wrong_demonstration(r, rng) for r in records]
+    encode = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+    student = encode([chat_prompt(tokenizer, r.prompt) for r in records])
+    gold = encode([r.demonstration for r in records])
+    teacher = encode([chat_prompt(tokenizer, teacher_prompt_text(r.prompt, r.demonstration))
+                      for r in records])
+    mismatched = encode([chat_prompt(tokenizer, teacher_prompt_text(r.prompt, w))
+                         for r, w in zip(records, wrong)])
+    wrong_ids = encode(wrong)
+    return [
+        Example(list(s), list(g) + [end_id], (list(t), list(g) + [end_id]),
+                (list(m), list(w) + [end_id]))
+        for s, g, t, m, w in zip(student, gold, teacher, mismatched, wrong_ids)
+    ]
+
+
+def wrong_demonstration(record: Record, rng: random.Random) -> str:
+    """The demonstration of a wrong option of a synthetic record, in the gold's exact layout."""
+    letters, choices = record.metadata["valid_letters"], record.metadata["choices"]
+    gold_index = letters.index(record.answer)
+    index = rng.choice([i for i in range(len(letters)) if i != gold_index])
+    return record.demonstration.replace(choices[gold_index], choices[index], 1).replace(
+        f"Answer: {record.answer}", f"Answer: {letters[index]}")
+
+
+def make_batch(
+    rows: list[tuple[list[int], list[int]]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids_BL, attention_mask_BL, labels_BL) from (prompt, completion) pairs;
+    labels are -100 on prompt and padding, so the loss covers completion tokens only."""
+    length = max(len(p) + len(c) for p, c in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), length), dtype=torch.long)
+    labels = torch.full((len(rows), length), -100, dtype=torch.long)
+    for row, (prompt, completion) in enumerate(rows):
+        ids = prompt + completion
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        labels[row, len(prompt) : len(ids)] = torch.tensor(completion)
+    return input_ids, attention, labels
+
+
+def completion_loss(model: Qwen2ForCausalLM, input_ids_BL: torch.Tensor,
+                    attention_mask_BL: torch.Tensor, labels_BL: torch.Tensor) -> torch.Tensor:
+    """Mean token NLL of the completion tokens. The LM head runs only at the positions that
+    predict a completion token (most positions are prompt), which is most of the saving on CPU."""
+    hidden_BLH = model.model(input_ids=input_ids_BL, attention_mask=attention_mask_BL).last_hidden_state
+    targets_BL = labels_BL[:, 1:]
+    predicting = targets_BL != -100
+    logits_NV = model.lm_head(hidden_BLH[:, :-1][predicting])
+    return torch.nn.functional.cross_entropy(logits_NV.float(), targets_BL[predicting])
+
+
+def learning_rate_at(step: int, settings: PretrainSettings) -> float:
+    """Linear warmup, then cosine decay to 10% of the peak."""
+    if step < settings.warmup_steps:
+        return settings.learning_rate * (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    cosine = 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
+    return settings.learning_rate * (0.1 + 0.9 * cosine)
+
+
+def pretrain(settings: PretrainSettings, *, log_every: int = 0,
+             on_step: Callable[[int, Any], None] | None = None) -> tuple[Qwen2ForCausalLM, Any, dict]:
+    """Train the base from ``settings.seed``; returns (model in eval mode, tokenizer, stats).
+    ``on_step(step, model)`` runs after each optimizer step (probes; it must not touch the RNGs)."""
+    started = time.perf_counter()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(settings.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        tokenizer = train_tokenizer(FAMILY)
+        records = synthetic_records("pretrain", settings.pool_size, seed=settings.seed,
+                                    shuffle_seed=settings.seed)
+        examples = encode_examples(tokenizer, records, seed=settings.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            model = Qwen2ForCausalLM(model_config(settings))
+            losses = _train_loop(model, examples, settings, tokenizer.pad_token_id, log_every,
+                                 on_step)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    model.eval()
+    stats = {"seconds": round(time.perf_counter() - started, 1), "final_loss": losses[-1],
+             "parameters": sum(p.numel() for p in model.parameters())}
+    return model, tokenizer, stats
+
+
+def _train_loop(model: Qwen2ForCausalLM, examples: list, settings: PretrainSettings, pad_id: int,
+                log_every: int, on_step: Callable[[int, Any], None] | None) -> list[float]:
+    """Seeded AdamW steps; each drawn example appears in student or teacher format (and, in
+    teacher format, with the gold or a wrong demonstration) by seeded coin flips."""
+    rng = random.Random(settings.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay, betas=(0.9, 0.98))
+    model.train()
+    losses: list[float] = []
+    for step in range(settings.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, settings)
+        rows = [_draw_row(examples[rng.randrange(len(examples))], rng, settings)
+                for _ in range(settings.batch_size)]
+        input_ids, attention, labels = make_batch(rows, pad_id)
+        loss = completion_loss(model, input_ids, attention, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if log_every and (step % log_every == 0 or step == settings.steps - 1):
+            print(f"step {step:5d}  loss {losses[-1]:.4f}  lr {learning_rate_at(step, settings):.2e}",
+                  flush=True)
+        if on_step is not None:
+            on_step(step, model)
+    return losses
+
+
+def _draw_row(example: Example, rng: random.Random,
+              settings: PretrainSettings) -> tuple[list[int], list[int]]:
+    if rng.random() >= settings.teacher_fraction:
+        return example.student_prompt, example.completion
+    return example.mismatched if rng.random() < settings.mismatch_fraction else example.teacher
+
+
+def save_pretrained_base(model: Qwen2ForCausalLM, tokenizer: Any, folder: Path,
+                         settings: PretrainSettings, stats: dict, *, marker: dict | None = None) -> Path:
+    """Save weights, tokenizer, a generation config stopping at end of turn, and the marker file
+    (written last: its presence means the folder is complete)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = chat_format(FAMILY)
+    model.generation_config = GenerationConfig(
+        eos_token_id=spec.token_id(spec.end_of_turn_token),
+        pad_token_id=spec.token_id(spec.pad_token),
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    payload = {**(marker or {}), "settings": settings.model_dump(), "stats": stats}
+    (folder / BUILD_MARKER).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unisd_core.models.pretrain",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="override the step budget")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder to write; default: the zoo's cached tiny-qwen2-synth build")
+    args = parser.parse_args(argv)
+    overrides = {"seed": args.seed, **({"steps": args.steps} if args.steps else {})}
+    settings = PretrainSettings(**overrides)
+    if args.out is None and settings == PretrainSettings():
+        from unisd_core.models.zoo import build_tiny_model  # the cached, hashed build
+
+        print(build_tiny_model("tiny-qwen2-synth"))
+        return 0
+    if args.out is None:
+        parser.error("non-default settings need --out (the zoo caches only the default build)")
+    model, tokenizer, stats = pretrain(settings, log_every=50)
+    save_pretrained_base(model, tokenizer, args.out, settings, stats)
+    print(json.dumps(stats), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
