@@ -2,7 +2,9 @@
 distillation loss, chunked (:func:`chunked_distillation_loss`) against plain (LM head -> full
 [B,T,V] logits -> :func:`distillation_loss`), at several vocabulary sizes, side by side in one run.
 
-Usage: ``python benchmarks/loss_path.py [--vocab 32000 151936 262144] [--repeats 2]``.
+Usage: ``python benchmarks/loss_path.py [--vocab 32000 151936 262144] [--repeats 2]
+[--chunk-sizes 0 1024]``; chunk 0 ("auto") is the training loop's default, chosen from the
+vocabulary by :func:`chunk_tokens_for_vocab`.
 Each (vocabulary, path, repeat) runs in a fresh interpreter (see ``measure.py`` for the memory
 method). Inside a worker: inputs are built (student hidden states and LM head weight with
 ``requires_grad``, detached teacher hidden states and head weight, sampled ids, a full mask), the
@@ -107,7 +109,7 @@ def worker(args) -> None:
                 out = _plain(student_hidden, weight, teacher_hidden, teacher_weight, ids, mask, extras, components)
             else:
                 out = _chunked(student_hidden, weight, teacher_hidden, teacher_weight, ids, mask, extras,
-                               components, args.chunk_size)
+                               components, resolved_chunk(args.chunk_size, args.vocab))
             out.loss.backward()
             loss = float(out.loss.detach())
             del out
@@ -118,6 +120,13 @@ def worker(args) -> None:
           "loss": loss, "grad_norm": grad_norm})
 
 
+def resolved_chunk(chunk_size: int, vocab: int) -> int:
+    """``chunk_size``, or for 0 the training loop's default (chosen from the 1 GiB budget)."""
+    from unisd_core.losses.chunked import chunk_tokens_for_vocab
+
+    return chunk_size if chunk_size > 0 else chunk_tokens_for_vocab(vocab)
+
+
 def _variants(args) -> list[tuple[int, str, str, int]]:
     """(vocab, components, path, chunk_size) in the order they are run."""
     variants = []
@@ -125,7 +134,7 @@ def _variants(args) -> list[tuple[int, str, str, int]]:
         for components in args.components_list:
             if components != "none" and vocab not in args.star_vocab:
                 continue
-            variants.append((vocab, components, "plain", 0))
+            variants.append((vocab, components, "plain", None))
             variants += [(vocab, components, "chunked", size) for size in args.chunk_sizes]
     return variants
 
@@ -138,7 +147,7 @@ def driver(args) -> int:
     for repeat in range(args.repeats):
         for vocab, components, path, chunk_size in _variants(args):
             worker_args = ["--vocab", str(vocab), "--path", path, "--components", components,
-                           "--chunk-size", str(max(chunk_size, 1)), "--batch", str(args.batch),
+                           "--chunk-size", str(chunk_size or 0), "--batch", str(args.batch),
                            "--tokens", str(args.tokens), "--hidden", str(args.hidden),
                            "--threads", str(args.threads), "--iterations", str(args.iterations),
                            "--device", args.device]
@@ -146,8 +155,8 @@ def driver(args) -> int:
             results.setdefault((vocab, components, path, chunk_size), []).append(result)
             status = (result["error"] + " " + result.get("stderr_tail", "")[-300:] if "error" in result
                       else f"{result['seconds']:.2f}s {result['peak_mib']:.0f} MiB")
-            print(f"  run {repeat + 1}: V={vocab} {components} {path} chunk={chunk_size or '-'}: {status}",
-                  flush=True)
+            chunk = "-" if chunk_size is None else resolved_chunk(chunk_size, vocab)
+            print(f"  run {repeat + 1}: V={vocab} {components} {path} chunk={chunk}: {status}", flush=True)
     print()
     print(_summary(args, results))
     return 0
@@ -157,11 +166,13 @@ def _summary(args, results) -> str:
     rows = []
     for (vocab, components, path, chunk_size), runs in results.items():
         good = [r for r in runs if "error" not in r]
+        chunk_label = "-" if chunk_size is None else (
+            f"auto {resolved_chunk(0, vocab)}" if chunk_size == 0 else chunk_size)
         if not good:
-            rows.append([vocab, components, path, chunk_size or "-", "failed: " + runs[0]["error"],
+            rows.append([vocab, components, path, chunk_label, "failed: " + runs[0]["error"],
                          "", "", "", "", ""])
             continue
-        plain_runs = [r for r in results.get((vocab, components, "plain", 0), []) if "error" not in r]
+        plain_runs = [r for r in results.get((vocab, components, "plain", None), []) if "error" not in r]
         peak, seconds = max(r["peak_mib"] for r in good), median([r["seconds"] for r in good])
         logits_mib = args.batch * args.tokens * vocab * 4 / 2 ** 20
         if plain_runs:
@@ -170,7 +181,7 @@ def _summary(args, results) -> str:
             memory_ratio, time_ratio = peak / plain_peak, seconds / plain_seconds
         else:
             memory_ratio = time_ratio = float("nan")
-        rows.append([vocab, components, path, chunk_size or "-", f"{peak:.0f}", f"{memory_ratio:.3f}",
+        rows.append([vocab, components, path, chunk_label, f"{peak:.0f}", f"{memory_ratio:.3f}",
                      f"{seconds:.2f}", f"{time_ratio:.2f}", f"{good[0]['loss']:.6g}", f"{logits_mib:.0f}"])
     headers = ["V", "components", "path", "chunk", "peak MiB", "peak / plain", "s (median)", "time / plain",
                "loss", "one [B,T,V] fp32 MiB"]
@@ -188,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["none", "unisd_star"])
     parser.add_argument("--star-vocab", type=int, nargs="+", default=[151936],
                         help="vocabularies at which the UniSD* loss (agreement, contrastive, FM) is also run")
-    parser.add_argument("--chunk-size", type=int, default=1024)
-    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[1024, 256])
+    parser.add_argument("--chunk-size", type=int, default=0, help="0: the training loop's default")
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[0, 1024],
+                        help="0 = the training loop's default, chosen from the vocabulary (chunk_tokens_for_vocab)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--hidden", type=int, default=256)

@@ -151,7 +151,8 @@ def _prepare(args, records, subset: str):
     components = components_for(subset)
     config = TrainConfig(model=args.family, components=components, per_device_batch=args.batch,
                          grad_accum=2, max_new_tokens=args.new_tokens, max_steps=args.rounds + 2,
-                         lora=LoraSettings(), learning_rate=1e-4, warmup_ratio=0.0, checkpoint_every=1000)
+                         lora=LoraSettings(), learning_rate=1e-4, warmup_ratio=0.0, checkpoint_every=1000,
+                         loss_path=args.loss_path)
     num_contexts = components.agreement.num_contexts if components.agreement is not None else 3
     run = prepare_run(config, records, caches=build_caches(records, num_contexts), device="cpu")
     examples = run.examples_for_step(1)
@@ -251,7 +252,7 @@ def summary(results: dict[str, list[dict]], subsets: list[str]) -> str:
 
 def driver(args) -> int:
     print(f"# step cost: families {args.families}, {args.records} CoS-E records, batch {args.batch} x accum 2, "
-          f"{args.new_tokens} new tokens, LoRA r 64, threads={args.threads}; per family {args.repeats} fresh "
+          f"{args.new_tokens} new tokens, LoRA r 64, loss path {args.loss_path}, threads={args.threads}; per family {args.repeats} fresh "
           f"process(es), each timing all subsets in {args.rounds} interleaved rounds; times = medians, "
           f"ratios = medians of same-round ratios")
     print(f"# machine: {machine_line()}")
@@ -260,7 +261,8 @@ def driver(args) -> int:
         for family in args.families:
             worker_args = ["--family", family, "--subsets", *args.subsets, "--records", str(args.records),
                            "--new-tokens", str(args.new_tokens), "--rounds", str(args.rounds),
-                           "--batch", str(args.batch), "--threads", str(args.threads)]
+                           "--batch", str(args.batch), "--threads", str(args.threads),
+                           "--loss-path", args.loss_path]
             result = run_worker(SCRIPT, worker_args, timeout_s=1800)
             results.setdefault(family, []).append(result)
             if "error" in result:
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4, help="per-device batch (grad_accum is 2)")
     parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--loss-path", choices=["plain", "chunked"], default="chunked",
+                        help="TrainConfig.loss_path of every subset (the loop's default: chunked)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)

@@ -109,6 +109,9 @@ class LoraSettings(Frozen):
     )
 
 
+LOSS_PATH_FIELDS = ("loss_path", "loss_chunk_tokens", "loss_chunk_budget_mib")
+
+
 class TrainConfig(Frozen):
     """Everything that decides the result of one training run.
 
@@ -143,6 +146,14 @@ class TrainConfig(Frozen):
     ssd_temperature: float = Field(1.0, gt=0.0)
     ssd_top_p: float = Field(0.95, gt=0.0, le=1.0)
     checkpoint_every: int = Field(50, ge=1)
+    # How the distillation loss meets the vocabulary: "plain" builds full [B,T,V] student and
+    # teacher logits; "chunked" (losses/chunked.py) runs both models to the last hidden state
+    # and computes the same loss and exact gradients over chunks of tokens. Teacher-side scores
+    # (agreement contexts, bad teacher) are always chunked. ``loss_chunk_tokens`` None = chosen
+    # from ``loss_chunk_budget_mib`` and the vocabulary (losses.chunked.chunk_tokens_for_vocab).
+    loss_path: Literal["plain", "chunked"] = "chunked"
+    loss_chunk_tokens: int | None = Field(None, ge=1)
+    loss_chunk_budget_mib: float = Field(1024.0, gt=0.0)
 
     @model_validator(mode="after")
     def _baselines_take_no_components(self) -> "TrainConfig":
@@ -163,12 +174,16 @@ class TrainConfig(Frozen):
 
         Every field enters except how the effective batch is split into micro-batches: an
         out-of-memory retry halves the micro-batch and doubles the accumulation, and must still
-        resume the run's checkpoints. The optimizer steps see the same prompts and the same
+        resume the run's checkpoints (likewise the loss path settings, ``LOSS_PATH_FIELDS``). The optimizer steps see the same prompts and the same
         averaged per-sequence losses; only the statistics method.md takes per micro-batch
         (quantile caps, the agreement scale) are then taken over the smaller micro-batches.
         """
         payload = self.model_dump(mode="json")
         payload.pop("per_device_batch")
+        # How the loss meets the vocabulary changes memory and float rounding, not the objective:
+        # a run may resume on the other path (e.g. chunked after an out-of-memory plain run).
+        for name in LOSS_PATH_FIELDS:
+            payload.pop(name)
         payload["grad_accum"] = self.effective_batch  # the split's product, under the old name
         return config_hash(payload)
 

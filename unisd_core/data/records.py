@@ -13,6 +13,13 @@ from typing import Any
 
 BENCHMARKS: tuple[str, ...] = ("scienceqa", "cose", "mbpp", "toolalpaca", "gpqa", "humaneval")
 TRAINING_SETS: tuple[str, ...] = ("scienceqa", "cose", "mbpp", "toolalpaca")
+# Ours beyond the paper's six (issue 7): the learnable CPU task ``synthetic`` is both a training
+# set and a benchmark. Kept apart so that "the paper's six" (the main table's Overall, the
+# per-benchmark adapters) stays exactly BENCHMARKS.
+EXTRA_BENCHMARKS: tuple[str, ...] = ("synthetic",)
+EXTRA_TRAINING_SETS: tuple[str, ...] = ("synthetic",)
+ALL_BENCHMARKS: tuple[str, ...] = BENCHMARKS + EXTRA_BENCHMARKS
+ALL_TRAINING_SETS: tuple[str, ...] = TRAINING_SETS + EXTRA_TRAINING_SETS
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from unisd_core.losses.contrastive import contrastive_hinge, hinge_reduction, us
 from unisd_core.losses.divergences import (
     divergence_from_log_probs,
     entropy_from_log_probs,
+    sampled_token_logprobs,
     scaled_log_probs,
     softcap_logits,
 )
@@ -65,6 +66,57 @@ class TokenPlan:
 def head_log_probs(hidden_NH: Tensor, weight_VH: Tensor, temperature: float, softcap: float | None) -> Tensor:
     """log_softmax(head(h) / tau) in float32, logits computed in the inputs' dtype. [N,H] -> [N,V]."""
     return scaled_log_probs(softcap_logits(F.linear(hidden_NH, weight_VH).float(), softcap), temperature)
+
+
+def chunk_tokens_for_vocab(vocab_size: int, *, budget_mib: float = 1024.0, live_buffers: int = 7,
+                           minimum: int = 16, maximum: int = 1024) -> int:
+    """Tokens per chunk so that ``live_buffers`` float32 [chunk, V] buffers fit in ``budget_mib``.
+
+    chunk = clamp(budget / (V * 4 bytes * live_buffers), minimum, maximum), rounded down to a
+    multiple of 8. Seven buffers is the per-chunk peak measured on an H100 (benchmarks/RESULTS.md:
+    logits, log-softmaxes, exp, products and their gradients); 1 GiB gives 248 tokens at
+    V = 152k (the chunk that met the <= 0.25x peak goal), 1024 at V <= 37k.
+    """
+    if vocab_size < 1:
+        raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+    tokens = int(budget_mib * 2**20 // (vocab_size * 4 * live_buffers))
+    tokens = max(minimum, min(maximum, tokens))
+    return max(minimum, tokens - tokens % 8)
+
+
+def chunked_sampled_token_logprobs(hidden_BTH: Tensor, head_weight_VH: Tensor, token_ids_BT: Tensor, *,
+                                   temperature: float, chunk_size: int = 1024,
+                                   logit_softcap: float | None = None) -> Tensor:
+    """Sampled-token log-probs [B,T] float32 from last hidden states [B,T,H] and an LM head [V,H],
+    ``chunk_size`` rows at a time, without gradient (teacher-side scores: agreement contexts at
+    tau 1, bad teacher at tau). Each chunk goes through the one log-softmax of the plain path
+    (:func:`sampled_token_logprobs` on the soft-capped head logits), so only [chunk, V] logits
+    ever exist."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    rows, steps = token_ids_BT.shape
+    hidden_NH = hidden_BTH.reshape(rows * steps, -1)
+    ids_N = token_ids_BT.reshape(-1)
+    pieces = [torch.zeros(0, device=hidden_BTH.device)]
+    with torch.no_grad():
+        for start in range(0, ids_N.shape[0], chunk_size):
+            logits_CV = softcap_logits(F.linear(hidden_NH[start:start + chunk_size], head_weight_VH),
+                                       logit_softcap)
+            pieces.append(sampled_token_logprobs(logits_CV[None], ids_N[None, start:start + chunk_size],
+                                                 temperature=temperature)[0])
+    return torch.cat(pieces).reshape(rows, steps)
+
+
+def chunked_token_divergences(student_hidden_NH: Tensor, student_head_weight_VH: Tensor,
+                              teacher_hidden_NH: Tensor, teacher_head_weight_VH: Tensor, *, alpha: float,
+                              temperature: float, chunk_size: int = 1024,
+                              logit_softcap: float | None = None) -> Tensor:
+    """Per-token divergence [N] of N token rows (e.g. the masked ones), chunk by chunk, without
+    gradient (diagnostics such as the logged forward KL of a JSD run)."""
+    divergence_N, _ = _divergences_no_grad(student_hidden_NH, student_head_weight_VH, teacher_hidden_NH,
+                                           teacher_head_weight_VH, alpha=alpha, temperature=temperature,
+                                           chunk_size=chunk_size, softcap=logit_softcap)
+    return divergence_N
 
 
 def _coefficients(reduce, shape: tuple[int, ...], device: torch.device) -> Tensor:

@@ -3,7 +3,8 @@
 A causal LM's forward computes logits at every position; at paper scale (3k-token prompts, 150k
 vocabulary) that is most of the memory of a step. Here the decoder runs once, the last hidden state
 (after the final norm, the input of the LM head; the feature of method.md 2.3) is gathered at the
-positions predicting y, and the LM head is applied to those rows only.
+positions predicting y, and the LM head is applied to those rows only, or (the chunked loss path,
+teacher-side scores) not at all: :func:`lm_head` hands its weight to the chunked losses.
 
 ``parameters`` lets a pass run the same module with substituted tensors (the EMA adapter of a LoRA
 teacher) through ``torch.func.functional_call``, without mutating the live student, so the order
@@ -14,9 +15,11 @@ Departures from the paper: none (the logits are the same numbers the full forwar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unisd_core.losses.divergences import softcap_logits
@@ -52,6 +55,28 @@ def completion_hidden(
     hidden_BLH = output.last_hidden_state
     index_BTH = batch.positions_BT.unsqueeze(-1).expand(-1, -1, hidden_BLH.shape[-1])
     return hidden_BLH.gather(1, index_BTH)
+
+
+@dataclass(frozen=True)
+class LmHead:
+    """What the chunked losses need of an LM head: its weight [V,H] and the final soft-cap."""
+
+    weight_VH: Tensor
+    softcap: float | None
+
+    def logits(self, hidden_XH: Tensor) -> Tensor:
+        """Full logits [..., V] (the plain path and tests; same numbers as :func:`lm_logits`)."""
+        return softcap_logits(F.linear(hidden_XH, self.weight_VH), self.softcap)
+
+
+def lm_head(model: nn.Module) -> LmHead:
+    """The LM head of ``model`` as weight + soft-cap (the chunked losses apply it themselves)."""
+    lm = causal_lm(model)
+    head = lm.get_output_embeddings()
+    # A LoRA-wrapped or biased head would not be just ``weight``: refuse rather than mis-score.
+    if not isinstance(head, nn.Linear) or head.bias is not None:
+        raise ValueError(f"chunked scoring needs a plain bias-free nn.Linear LM head, got {type(head).__name__}")
+    return LmHead(head.weight, _final_softcap(lm.config))
 
 
 def lm_logits(model: nn.Module, hidden_BTH: Tensor) -> Tensor:

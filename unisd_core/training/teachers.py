@@ -9,7 +9,8 @@ Which weights each pass uses (method.md 1, 2.1, 2.2, 2.4):
 
 Passes that share weights are stacked into one forward (teacher + bad teacher, and the K contexts
 too when the teacher is the frozen base); the K contexts always go through one batched pass.
-All passes run in eval mode (no dropout) under ``torch.no_grad``.
+All passes run in eval mode (no dropout) under ``torch.no_grad`` and stop at the last hidden
+state; the LM head is applied later, chunk by chunk (or in full on the plain loss path).
 
 Departures from the paper: none.
 """
@@ -26,16 +27,25 @@ from torch import Tensor, nn
 
 from unisd_core.components.ema_teacher import EmaTeacher
 from unisd_core.config import TrainConfig
-from unisd_core.training.forward import completion_logits, decoder_of
+from unisd_core.training.forward import LmHead, completion_hidden, decoder_of, lm_head
 from unisd_core.training.sequences import ForcedBatch, stack_forced_batches
 
 
 @dataclass(frozen=True)
 class PassOutput:
-    """Detached hidden states [R,T,H] and logits [R,T,V] of R stacked rows."""
+    """Detached last hidden states [R,T,H] of R stacked rows and the LM head that scores them.
+
+    No logits are kept: the chunked losses and :func:`chunked_sampled_token_logprobs` apply the
+    head chunk by chunk; ``logits_RTV`` builds the full tensor only for the plain loss path.
+    """
 
     hidden_RTH: Tensor
-    logits_RTV: Tensor
+    head: LmHead
+
+    @property
+    def logits_RTV(self) -> Tensor:
+        with torch.no_grad():
+            return LmHead(self.head.weight_VH.detach(), self.head.softcap).logits(self.hidden_RTH)
 
 
 class TeacherModels:
@@ -72,9 +82,9 @@ class TeacherModels:
     def base_pass(self, batch: ForcedBatch) -> PassOutput:
         """The frozen base model on ``batch``."""
         if not self.lora:
-            return PassOutput(*completion_logits(self.frozen_base, batch))
+            return PassOutput(completion_hidden(self.frozen_base, batch), lm_head(self.frozen_base))
         with self._eval_mode(), self.student.disable_adapter():
-            return PassOutput(*completion_logits(self.student, batch))
+            return PassOutput(completion_hidden(self.student, batch), lm_head(self.student))
 
     @torch.no_grad()
     def teacher_pass(self, batch: ForcedBatch) -> PassOutput:
@@ -82,10 +92,10 @@ class TeacherModels:
         if self.ema is None:
             return self.base_pass(batch)
         if not self.lora:
-            hidden, logits = completion_logits(self.ema.model, batch)
-            return PassOutput(hidden, logits)
-        with self._eval_mode():
-            return PassOutput(*completion_logits(self.student, batch, self.ema.substitute_parameters()))
+            return PassOutput(completion_hidden(self.ema.model, batch), lm_head(self.ema.model))
+        with self._eval_mode():  # the adapter is not on the LM head: the base head scores
+            return PassOutput(completion_hidden(self.student, batch, self.ema.substitute_parameters()),
+                              lm_head(self.student))
 
     def run(self, teacher_batches: list[ForcedBatch], base_batches: list[ForcedBatch],
             pad_id: int) -> tuple[list[PassOutput], list[PassOutput]]:
@@ -111,7 +121,6 @@ def _stacked(run_pass, batches: list[ForcedBatch], pad_id: int) -> list[PassOutp
     pieces, start = [], 0
     for batch in batches:
         rows, steps = batch.num_rows, int(batch.positions_BT.shape[1])
-        pieces.append(PassOutput(output.hidden_RTH[start:start + rows, :steps],
-                                 output.logits_RTV[start:start + rows, :steps]))
+        pieces.append(PassOutput(output.hidden_RTH[start:start + rows, :steps], output.head))
         start += rows
     return pieces
