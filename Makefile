@@ -1,12 +1,14 @@
 # The two commands of the README:
-#   make demo   set up .venv from the pinned set, run the smoke study, print the result table
+#   make demo   set up .venv from the pinned set, run the synthetic-task study on the pretrained
+#               tiny base (base, SFT, SDFT and three components, 3 seeds), print the report
 #   make test   set up .venv from the pinned set, run every test (what .ci/run calls)
+# Also: make smoke (the one-minute random-weight smoke study), make study STUDY=path.yaml
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STUDY ?= studies/smoke.yaml
+STUDY ?= studies/synthetic.yaml
 
-.PHONY: setup demo test test-unit test-integration clean
+.PHONY: setup demo smoke study test test-unit test-integration clean
 
 setup: $(VENV)/.installed
 
@@ -16,7 +18,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
-demo: setup
+demo: study
+
+smoke: STUDY = studies/smoke.yaml
+smoke: study
+
+study: setup
 	$(BIN)/unisd study run $(STUDY)
 	$(BIN)/unisd report $(STUDY)
 
