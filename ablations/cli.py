@@ -158,6 +158,7 @@ def report(path: Path = StudyFile,
     """Tables (Markdown, LaTeX, CSV), plots and contributions from the study's MLflow records."""
     from ablations.report import build_report
     from ablations.report.render import markdown_table
+    from ablations.report.gains import gains_table_display
     from ablations.report.tables import main_table_display
     from pipelines.mlflow_adapter import load_study_records
 
@@ -175,6 +176,10 @@ def report(path: Path = StudyFile,
         console.print(f"[red]no report[/]: {exc}")
         raise typer.Exit(1) from None
     console.print(markdown_table(main_table_display(built.main)), markup=False)
+    console.print("Gains over the base model (points; 95% paired bootstrap over items and seeds, "
+                  "* = excludes zero)", markup=False, highlight=False)
+    console.print(markdown_table(gains_table_display(built.gains)), markup=False,
+                  highlight=False)
     for note in built.notes:
         console.print(f"[yellow]note[/]: {note}", highlight=False)
     console.print(f"wrote {len(built.files)} files to {out_dir}")

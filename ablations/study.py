@@ -9,6 +9,8 @@ valid as a whole; nothing may run before that.
 
 Departures from the paper: the half fraction follows I = +ABCDE, i.e. the subsets with an odd
 number of components; the empty subset (SDFT) is therefore not in it: add the ``sdft`` preset.
+Besides the paper's training sets and benchmarks, ours (``records.EXTRA_*``: ``synthetic``, the
+learnable CPU task of issue 7) are accepted; with no data source its splits are generated.
 """
 
 from __future__ import annotations
@@ -27,17 +29,27 @@ from ablations.study_errors import (StudyError, StudyValidationError, errors_fro
                                     suggest)
 from pipelines.cells import EvalSettings, Resources
 from unisd_core.config import COMPONENT_NAMES, ComponentsConfig, Frozen, TrainConfig
-from unisd_core.data.records import BENCHMARKS, TRAINING_SETS
+from unisd_core.data.records import (ALL_BENCHMARKS, BENCHMARKS, EXTRA_BENCHMARKS,
+                                     EXTRA_TRAINING_SETS, TRAINING_SETS)
 
 PRESETS: tuple[str, ...] = ("unisd_star", "base", "sft", "sdft", "gkd", "ssd", "opsd")
 
 ComponentName = Literal["agreement", "contrastive", "feature_matching", "ema", "clipping"]
 PresetName = Literal["unisd_star", "base", "sft", "sdft", "gkd", "ssd", "opsd"]
-BenchmarkName = Literal["scienceqa", "cose", "mbpp", "toolalpaca", "gpqa", "humaneval"]
-TrainingSetName = Literal["scienceqa", "cose", "mbpp", "toolalpaca"]
+# The paper's names and ours (records.EXTRA_*: the synthetic task of issue 7), checked apart so
+# that neither list can drift from unisd_core.data.records.
+PaperBenchmarkName = Literal["scienceqa", "cose", "mbpp", "toolalpaca", "gpqa", "humaneval"]
+ExtraBenchmarkName = Literal["synthetic"]
+BenchmarkName = Literal[PaperBenchmarkName, ExtraBenchmarkName]
+PaperTrainingSetName = Literal["scienceqa", "cose", "mbpp", "toolalpaca"]
+ExtraTrainingSetName = Literal["synthetic"]
+TrainingSetName = Literal[PaperTrainingSetName, ExtraTrainingSetName]
 assert set(COMPONENT_NAMES) == set(ComponentName.__args__)  # type: ignore[attr-defined]
-assert set(BENCHMARKS) == set(BenchmarkName.__args__)  # type: ignore[attr-defined]
-assert set(TRAINING_SETS) == set(TrainingSetName.__args__)  # type: ignore[attr-defined]
+assert set(BENCHMARKS) == set(PaperBenchmarkName.__args__)  # type: ignore[attr-defined]
+assert set(EXTRA_BENCHMARKS) == set(ExtraBenchmarkName.__args__)  # type: ignore[attr-defined]
+assert set(TRAINING_SETS) == set(PaperTrainingSetName.__args__)  # type: ignore[attr-defined]
+assert set(EXTRA_TRAINING_SETS) == set(  # type: ignore[attr-defined]
+    ExtraTrainingSetName.__args__)
 
 # TrainConfig fields a study may set; model, method, components and seed come from the grid.
 _GRID_FIELDS = ("model", "method", "components", "seed")
@@ -212,7 +224,7 @@ def cross_field_errors(spec: StudySpec) -> list[StudyError]:
     if not spec.subsets() and not spec.presets:
         errors.append(StudyError("components", "nothing to run: no component subsets and no "
                                  "presets"))
-    wanted = set(spec.benchmarks or BENCHMARKS)
+    wanted = set(spec.benchmarks or ALL_BENCHMARKS)
     evaluated: set[str] = set()
     for index, training_set in enumerate(spec.training_sets):
         implied = set(benchmarks_for(training_set))

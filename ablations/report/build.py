@@ -15,6 +15,7 @@ import pandas as pd
 
 from ablations.analysis import analyse_components, factorial_ols
 from ablations.report import plots
+from ablations.report.gains import gains_table, gains_table_display
 from ablations.report.render import csv_text, fmt, latex_table, markdown_table
 from ablations.report.retention import retention_table, retention_table_display
 from ablations.report.tables import (component_table, component_table_display, labelled,
@@ -28,6 +29,7 @@ class Report:
 
     files: list[Path] = field(default_factory=list)
     main: pd.DataFrame | None = None
+    gains: pd.DataFrame | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -49,9 +51,13 @@ def build_report(scores: pd.DataFrame, items: pd.DataFrame, out_dir: Path | str,
     synergy = synergy_table(analysis)
     retention = retention_table(scores, items)
     ols = factorial_ols(scores)
-    report.main, report.notes = main, list(analysis.notes)
+    gains = gains_table(scores, items, n_replicates=n_replicates, seed=seed)
+    report.main, report.gains, report.notes = main, gains, list(analysis.notes)
     write = _writer(out, report)
     write("main_table", main, main_table_display(main), "Scores (%) per method and benchmark")
+    write("gains", gains, gains_table_display(gains),
+          "Gain over the base model (points) with 95% paired-bootstrap intervals over items and "
+          "seeds (* = the interval excludes zero)", text_columns=4)
     write("components", components, component_table_display(components),
           "Component contributions (points) with 95% paired-bootstrap intervals")
     write("retention", retention, retention_table_display(retention),
@@ -72,8 +78,10 @@ def build_report(scores: pd.DataFrame, items: pd.DataFrame, out_dir: Path | str,
 
 
 def _writer(out: Path, report: Report):
-    def write(stem: str, numbers: pd.DataFrame, shown: pd.DataFrame, caption: str) -> None:
-        text_columns = sum(not _numeric_column(shown[c]) for c in shown.columns)
+    def write(stem: str, numbers: pd.DataFrame, shown: pd.DataFrame, caption: str,
+              text_columns: int | None = None) -> None:
+        if text_columns is None:
+            text_columns = sum(not _numeric_column(shown[c]) for c in shown.columns)
         for suffix, text in ((".csv", csv_text(numbers)), (".md", markdown_table(shown)),
                              (".tex", latex_table(shown, caption, f"tab:{stem}", text_columns))):
             path = out / f"{stem}{suffix}"

@@ -1,6 +1,6 @@
 """The report's tables as pure functions of the record frames (and of the component analysis).
 
-- main table: methods x benchmarks (+ Overall = mean of the six), per model, in percent;
+- main table: methods x benchmarks (+ Overall = mean of the paper's six), per model, in percent;
 - component table: main effect and Shapley value with item and seed intervals (points);
 - synergy table: the pairwise interaction index of every pair (points), long form;
 - retention table: PPLret, JSD to base and paired win rates against SFT.
@@ -56,20 +56,30 @@ def labelled(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def main_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Model, method, one column per benchmark present (seed mean, percent), Overall or Mean."""
+    """Model, method, one column per benchmark present (seed mean, percent), Overall or Mean.
+
+    Columns: the paper's six in their order, then ours (``synthetic``). With all six present the
+    summary is ``Overall`` = the mean of the six (ours never enter it); otherwise ``Mean`` over
+    every benchmark present.
+    """
     done = labelled(scores)
-    benchmarks = [b for b in BENCHMARKS if b in set(done["benchmark"])]
+    present = set(done["benchmark"])
+    benchmarks = [b for b in BENCHMARKS if b in present]
+    benchmarks += sorted(present - set(BENCHMARKS))
     table = (done.groupby(["model", "row", "benchmark"])["score"].mean() * 100.0).unstack()
     table = table.reindex(columns=benchmarks)
     table.columns.name = None
-    summary = "Overall" if len(benchmarks) == len(BENCHMARKS) else "Mean"
-    # Each model is summarised over the benchmarks it was evaluated on; a row that lacks one of
-    # them gets no summary (never an average over a different set of benchmarks).
-    per_model = done.groupby("model")["benchmark"].agg(lambda b: sorted(set(b)))
+    overall = set(BENCHMARKS) <= present
+    summary = "Overall" if overall else "Mean"
+    # Each model is summarised over the benchmarks it was evaluated on (only the paper's six for
+    # Overall); a row that lacks one of them gets no summary (never an average over a different
+    # set of benchmarks).
+    per_model = done.groupby("model")["benchmark"].agg(
+        lambda b: sorted(set(b) & set(BENCHMARKS) if overall else set(b)))
     models = table.index.get_level_values("model")
     table[summary] = [table.loc[key, per_model[model]].mean(skipna=False)
                       for key, model in zip(table.index, models)]
-    if summary == "Overall":
+    if overall:
         table.loc[[len(per_model[m]) < len(BENCHMARKS) for m in models], summary] = float("nan")
     table = table.reset_index().rename(columns={"model": "Model", "row": "Method"})
     table["_order"] = table["Method"].map(_row_order)

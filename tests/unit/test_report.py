@@ -8,17 +8,20 @@ import os
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 
 from ablation_fixtures import planted_records
 from ablations.report import build_report
+from ablations.report.gains import gains_table
 from ablations.report.retention import retention_table
 from ablations.report.tables import main_table
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
-TABLE_STEMS = ("main_table", "components", "synergy", "retention", "ols", "missing_subsets")
+TABLE_STEMS = ("main_table", "gains", "components", "synergy", "retention", "ols",
+               "missing_subsets")
 REPLICATES = 200
 
 
@@ -116,3 +119,70 @@ def test_records_without_finished_runs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no finished runs"):
         build_report(failed, items, tmp_path, n_replicates=10)
     assert not any(tmp_path.iterdir())
+
+
+def _binary_records(gain: float, *, n_items: int = 300, seeds=(0, 1, 2), rng_seed: int = 0):
+    """Base (one run) and SFT (one run per seed) on 0/1 items; SFT's success probability is the
+    base's plus ``gain`` on every item (per-item difficulty shared, draws independent)."""
+    rng = np.random.default_rng(rng_seed)
+    ability = rng.uniform(0.2, 0.6, size=n_items)
+    runs = [("base", 0, ability)] + [("sft", s, np.clip(ability + gain, 0, 1)) for s in seeds]
+    score_rows, item_rows = [], []
+    for method, seed, p in runs:
+        key = f"{method}-{seed}"
+        scores = (rng.random(n_items) < p).astype(float)
+        item_rows += [{"run_key": key, "benchmark": "synthetic", "item_id": f"i{i:03d}",
+                       "score": v} for i, v in enumerate(scores)]
+        score_rows.append({"run_key": key, "cell": f"m__synthetic__{method}__seed{seed}",
+                           "model": "m", "training_set": "synthetic", "method": method,
+                           "subset": "none", "seed": seed, "benchmark": "synthetic",
+                           "score": scores.mean(), "status": "done"})
+    return pd.DataFrame(score_rows), pd.DataFrame(item_rows)
+
+
+def test_planted_gain_is_recovered_and_null_gain_covers_zero() -> None:
+    for planted, rng_seed in ((0.15, 0), (0.0, 1)):
+        scores, items = _binary_records(planted, rng_seed=rng_seed)
+        table = gains_table(scores, items, n_replicates=1000, seed=0)
+        assert list(table["method"]) == ["Base", "SFT"]
+        sft = table.iloc[1]
+        observed = (items[items["run_key"] != "base-0"]["score"].mean()
+                    - items[items["run_key"] == "base-0"]["score"].mean())
+        assert sft["gain"] == pytest.approx(observed)
+        assert sft["gain_low"] < sft["gain"] < sft["gain_high"]
+        assert sft["gain_low"] < planted < sft["gain_high"]
+        assert bool(sft["excludes_zero"]) == (planted > 0)
+        assert (sft["gain_low"] > 0) == (planted > 0)
+
+
+def test_gain_interval_pairs_items_and_resamples_seeds() -> None:
+    scores, items = _binary_records(0.1, rng_seed=2)
+    width = lambda t: float(t.iloc[1]["gain_high"] - t.iloc[1]["gain_low"])  # noqa: E731
+    paired = gains_table(scores, items, n_replicates=1000)
+    # Seeds that disagree by a lot must widen the interval: shift one seed's items down.
+    spread = items.copy()
+    spread.loc[spread["run_key"] == "sft-0", "score"] -= 0.5
+    spread.loc[spread["run_key"] == "sft-1", "score"] += 0.5
+    assert width(gains_table(scores, spread, n_replicates=1000)) > 2 * width(paired)
+    # Same records, same seed: identical numbers; another bootstrap seed: other numbers.
+    assert paired.equals(gains_table(scores, items, n_replicates=1000))
+    assert not paired.equals(gains_table(scores, items, n_replicates=1000, seed=1))
+
+
+def test_main_table_synthetic_column_and_overall_of_the_paper_six() -> None:
+    from ablation_fixtures import BENCHMARKS_OF
+
+    six = planted_records(training_sets=tuple(BENCHMARKS_OF), presets=("base", "sft"),
+                          n_items=6, seeds=(0,))[0]
+    synthetic = six[six["benchmark"] == "cose"].assign(
+        benchmark="synthetic", training_set="synthetic", score=0.99,
+        run_key=lambda f: f["run_key"] + "-synthetic")
+    table = main_table(pd.concat([six, synthetic]))
+    assert list(table.columns[2:]) == ["scienceqa", "cose", "mbpp", "toolalpaca", "gpqa",
+                                       "humaneval", "synthetic", "Overall"]
+    row = table.iloc[0]
+    paper = ["scienceqa", "cose", "mbpp", "toolalpaca", "gpqa", "humaneval"]
+    assert row["Overall"] == pytest.approx(row[paper].mean())
+    only = main_table(synthetic)
+    assert list(only.columns[2:]) == ["synthetic", "Mean"]
+    assert only["synthetic"].tolist() == pytest.approx([99.0] * len(only))

@@ -157,3 +157,32 @@ resources: {gpus: 1}
     errors = _errors("name: d\nmodels: [tiny-qwen2]\ntraining_sets: [cose]\n"
                      "components: [[ema, ema]]\n")
     assert "twice" in errors["components[0]"]
+
+
+def test_synthetic_is_a_training_set_and_benchmark_of_its_own() -> None:
+    from ablations.grid import expand_grid
+    from evaluation.results import benchmarks_for
+    from unisd_core.data.records import BENCHMARKS, EXTRA_BENCHMARKS
+
+    assert benchmarks_for("synthetic") == ("synthetic",)
+    assert "synthetic" in EXTRA_BENCHMARKS and "synthetic" not in BENCHMARKS
+    spec = load_study(STUDIES / "synthetic.yaml")
+    assert spec.training_sets == ["synthetic"] and spec.data.sources == {}
+    cells = expand_grid(spec)
+    assert len(cells) == 16  # base once + (SFT + 4 subsets) x 3 seeds
+    assert {cell.benchmarks for cell in cells} == {("synthetic",)}
+    assert {cell.data.source for cell in cells} == {None}  # generated splits, nothing to write
+    assert {cell.method for cell in cells} == {"base", "sft", "sdft", "unisd"}
+    # Without a benchmarks section the implied benchmark is still accepted (ours, not the six).
+    implied = validate_study({"name": "s", "models": ["tiny-qwen2"], "training_sets":
+                              ["synthetic"], "presets": ["base"]})
+    assert {cell.benchmarks for cell in expand_grid(implied)} == {("synthetic",)}
+
+
+def test_synthetic_benchmark_needs_the_synthetic_training_set() -> None:
+    errors = _errors("name: s\nmodels: [tiny-qwen2]\ntraining_sets: [scienceqa]\n"
+                     "benchmarks: [synthetic]\npresets: [base]\n")
+    assert any("no listed training set evaluates" in text for text in errors.values())
+    errors = _errors("name: s\nmodels: [tiny-qwen2]\ntraining_sets: [synthetc]\n"
+                     "presets: [base]\n")
+    assert "synthetic" in errors["training_sets[0]"]
