@@ -189,19 +189,8 @@ def report(path: Path = StudyFile,
 
 def _attach(study_name: str, uri: str, built) -> None:
     """Files and contribution metrics onto the study's parent run (pipelines' MLflow adapter)."""
-    from pipelines import mlflow_adapter
+    from pipelines.mlflow_adapter import log_study_report
 
-    log_report = getattr(mlflow_adapter, "log_study_report", None)
-    if log_report is None:
-        # Files only, through the tracker's public API; metrics need log_study_report.
-        tracker = mlflow_adapter.StudyTracker(study_name, uri)
-        for path in built.files:
-            folder = "report/plots" if path.parent.name == "plots" else "report"
-            tracker.log_file(tracker.parent_run_id, path, folder)
-        console.print(f"attached {len(built.files)} files; [yellow]metrics not logged[/]: "
-                      "pipelines.mlflow_adapter has no log_study_report(study_name, "
-                      "tracking_uri, files, metrics)")
-        return
-    log_report(study_name, uri, built.files, built.metrics)
+    log_study_report(study_name, uri, built.files, built.metrics)
     console.print(f"attached {len(built.files)} files and {len(built.metrics)} metrics to the "
                   f"parent run of {study_name}")
