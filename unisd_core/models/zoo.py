@@ -133,6 +133,17 @@ def tiny_model_config(name: str) -> PreTrainedConfig:
     )
 
 
+def _build_hash(payload: dict) -> str:
+    """12 hex digits over ``payload`` plus the library versions that change a build's bytes."""
+    versions = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
+    text = json.dumps({**payload, "versions": versions}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 def tiny_build_hash(name: str) -> str:
     """12 hex digits over everything that defines the build of tiny model ``name``."""
     config = tiny_model_config(name).to_dict()
@@ -143,14 +154,8 @@ def tiny_build_hash(name: str) -> str:
         "seed": MODEL_SEED,
         "config": config,
         "tokenizer": tokenizer_build_spec(TINY_FAMILIES[name]),
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-        },
     }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return _build_hash(payload)
 
 
 def tiny_model_dir(name: str) -> Path:
@@ -199,14 +204,8 @@ def pretrained_build_hash(name: str) -> str:
         # The training data: the generator and the prompt texts it is laid out with.
         "data": pretraining.data_spec(),
         "tokenizer": tokenizer_build_spec(PRETRAINED_MODELS[name]),
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-        },
     }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return _build_hash(payload)
 
 
 def pretrained_model_dir(name: str) -> Path:
