@@ -40,17 +40,24 @@ def estimate_remaining_s(states: Iterable[StepState], now: float) -> float | Non
     return left / max(1, running)
 
 
-def render(study_name: str, states: Iterable[StepState], started_at: float) -> Group:
-    """One renderable: a summary line and a table of the running and failed steps."""
+def summary_line(study_name: str, states: Iterable[StepState], started_at: float) -> str:
+    """``<study>: done N, running N, ... | elapsed h:mm:ss | estimate h:mm:ss``."""
     states = list(states)
     now = time.time()
     counts = {status: sum(state.status == status for state in states) for status in STATUSES}
     estimate = estimate_remaining_s(states, now)
-    summary = Text(
+    return (
         f"{study_name}: done {counts['done']}, running {counts['running']}, "
         f"failed {counts['failed']}, skipped {counts['skipped']}, pending {counts['pending']}"
         f"  | elapsed {_clock(now - started_at)}"
         f"  | estimate {_clock(estimate) if estimate is not None else '?'}")
+
+
+def render(study_name: str, states: Iterable[StepState], started_at: float) -> Group:
+    """One renderable: a summary line and a table of the running and failed steps."""
+    states = list(states)
+    now = time.time()
+    summary = Text(summary_line(study_name, states, started_at))
     shown = [state for state in states if state.status in ("running", "failed")]
     if not shown:
         return Group(summary)
@@ -67,23 +74,42 @@ def _clock(seconds: float) -> str:
 
 
 class ProgressView:
-    """A ``rich.live.Live`` wrapper that does nothing when disabled."""
+    """A ``rich.live.Live`` view on a terminal; elsewhere (a log file, ``ray job logs``) a plain
+    summary line whenever the counts change, and at least every ``log_every_s`` seconds.
+    Does nothing when disabled."""
 
-    def __init__(self, study_name: str, enabled: bool):
+    def __init__(self, study_name: str, enabled: bool, *, console: Console | None = None,
+                 log_every_s: float = 30.0):
         self.study_name = study_name
         self.enabled = enabled
         self.started_at = time.time()
+        self.console = console or Console(stderr=True)
+        self.log_every_s = log_every_s
         self.live: Live | None = None
+        self._last_line: tuple[str, float] | None = None
 
     def __enter__(self) -> "ProgressView":
-        if self.enabled:
-            self.live = Live(console=Console(stderr=True), refresh_per_second=2, transient=False)
+        if self.enabled and self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=2, transient=False)
             self.live.__enter__()
         return self
 
     def update(self, states: Iterable[StepState]) -> None:
         if self.live is not None:
             self.live.update(render(self.study_name, states, self.started_at))
+        elif self.enabled:
+            self._log_line(list(states))
+
+    def _log_line(self, states: list[StepState]) -> None:
+        line = summary_line(self.study_name, states, self.started_at)
+        counts = line.split("  | ")[0]
+        now = time.time()
+        if self._last_line is not None:
+            last_counts, last_time = self._last_line
+            if counts == last_counts and now - last_time < self.log_every_s:
+                return
+        self._last_line = (counts, now)
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
