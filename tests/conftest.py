@@ -19,8 +19,25 @@ if "UNISD_CACHE_DIR" not in os.environ:
     os.environ["UNISD_CACHE_DIR"] = tempfile.mkdtemp(prefix="unisd-test-cache-")
 
 
-# --- training helpers (unisd_core.training owner): tiny, fast configs, records and caches -----
+# --- shared fixtures: one torch thread per test, tiny configs, records, caches, a tiny model ---
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One thread: the suite shares two cores with Ray workers and sandboxed programs, and a
+    fixed thread count keeps float reductions (and so the equality tests) reproducible."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    """tiny-qwen2 (model, tokenizer), loaded once per test module."""
+    from unisd_core.models.zoo import load_model_and_tokenizer
+
+    return load_model_and_tokenizer("tiny-qwen2")
 
 
 @pytest.fixture

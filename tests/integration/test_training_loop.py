@@ -33,11 +33,6 @@ EVERY_COMPONENT = ComponentsConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def test_train_runs_logs_and_exports_a_loadable_model(tmp_path, tiny_train_config, tiny_train_records):
     config = tiny_train_config(max_steps=3, grad_accum=2)
     sink = InMemorySink()

@@ -8,7 +8,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from unisd_core.presets import preset_config
 from unisd_core.training import InMemorySink, train
@@ -18,11 +17,6 @@ pytestmark = pytest.mark.integration
 
 TINY = dict(model="tiny-qwen2", per_device_batch=2, grad_accum=2, max_new_tokens=6, max_steps=2,
             max_prompt_tokens=1024, warmup_ratio=0.0, learning_rate=1e-3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("name", ["sft", "sdft", "gkd", "ssd", "opsd"])

@@ -16,18 +16,6 @@ from unisd_core.generation.hf import HFGenerationBackend
 from unisd_core.prompts import chat_prompt
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def qwen():
-    from unisd_core.models.zoo import load_model_and_tokenizer
-
-    return load_model_and_tokenizer("tiny-qwen2")
-
-
 def _draw(backend, tokenizer, temperature):
     prompts = [chat_prompt(tokenizer, "Which number is larger, seven or nine?"), chat_prompt(tokenizer, "Hi")]
     return backend.generate(prompts, max_new_tokens=10, temperature=temperature, top_p=1.0, seed=3)

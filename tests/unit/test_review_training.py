@@ -4,22 +4,9 @@ byte-identical bad-teacher template, and which weights score the agreement conte
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from unisd_core.config import AgreementConfig, ComponentsConfig, ContrastiveConfig, EmaConfig, TrainConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def qwen():
-    from unisd_core.models.zoo import load_model_and_tokenizer
-
-    return load_model_and_tokenizer("tiny-qwen2")
 
 
 def test_gkd_one_prompt_steps_are_on_policy_at_the_rate_lambda(qwen, tiny_train_records):

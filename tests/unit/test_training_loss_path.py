@@ -31,11 +31,6 @@ EVERYTHING = ComponentsConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.mark.parametrize("temperature,softcap,chunk", [(1.0, None, 5), (0.7, 3.0, 4), (0.7, None, 64)])
 def test_chunked_sampled_token_logprobs_equal_the_plain_log_softmax(temperature, softcap, chunk):
     generator = torch.Generator().manual_seed(1)

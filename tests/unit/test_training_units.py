@@ -16,11 +16,6 @@ from unisd_core.training.sequences import build_forced_batch, gold_completion, s
 from unisd_core.training.step import combine_metrics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def test_forced_batch_positions_predict_each_completion_token():
     batch = build_forced_batch([[1, 2, 3], [4]], [[7, 8], [9, 10, 11]], pad_id=0)
     assert batch.input_ids_BL.tolist() == [[1, 2, 3, 7, 8], [4, 9, 10, 11, 0]]
@@ -120,13 +115,6 @@ def test_presets():
     assert len({s.subset_label() for s in subsets}) == 32 and subsets[0] == ComponentsConfig()
     assert component_subset(["ema"], defaults="unisd_star").ema.beta == 0.98
     assert component_subset(["ema"]).ema.beta == 0.9
-
-
-@pytest.fixture(scope="module")
-def qwen():
-    from unisd_core.models.zoo import load_model_and_tokenizer
-
-    return load_model_and_tokenizer("tiny-qwen2")
 
 
 @pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-gemma3"])
