@@ -35,8 +35,7 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not() -> None:
     a, b, c = state(first), state(second), state(other)
     assert all(torch.equal(a[name], b[name]) for name in a)
     assert any(not torch.equal(a[name], c[name]) for name in a)
-    # Wall time is rounded to 0.1 s, so a fast tiny run may legitimately report 0.0.
-    assert stats["seconds"] >= 0 and stats["parameters"] == sum(p.numel() for p in first.parameters())
+    assert stats["parameters"] == sum(p.numel() for p in first.parameters())
     # Training moved the weights away from the seeded init.
     torch.manual_seed(0)
     init = state(AutoModelForCausalLM.from_config(first.config))
