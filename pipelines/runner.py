@@ -200,7 +200,6 @@ class _StudyRun:
             payload.update(records_path=prepared["records_path"], cache_dir=prepared["cache_dir"],
                            tracking_uri=self.tracker.tracking_uri,
                            run_id=self.run_ids[step.cells[0]], stop_file=str(self.stop_file))
-            payload["original_per_device_batch"] = payload["train"]["per_device_batch"]
             payload["train"] = {**payload["train"], **state.adjustments.get("train", {})}
         elif step.kind == "evaluate":
             payload["model_dir"] = self.states[step.deps[0]].result["model_dir"]
