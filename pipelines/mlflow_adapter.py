@@ -186,7 +186,13 @@ def _metric_name(name: str) -> str:
 
 
 class MlflowMetricsSink:
-    """``MetricsSink`` that logs training step metrics to one run, in batches (worker side)."""
+    """``MetricsSink`` that logs training step metrics to one run, in batches (worker side).
+
+    A resumed training replays the steps between its checkpoint and the crash; those steps are
+    already in the run (the resume is exact, so the values are the same), and logging them again
+    would leave two points per step in the metric history. So at its first ``log`` the sink reads
+    how far the run's history of that first metric goes and drops the steps up to there.
+    """
 
     def __init__(self, tracking_uri: str, run_id: str, *, batch_size: int = 50,
                  prefix: str = "train/"):
@@ -195,8 +201,14 @@ class MlflowMetricsSink:
         self.batch_size = batch_size
         self.prefix = prefix
         self.pending: list[Metric] = []
+        self.logged_through: int | None = None  # last step already in the run, read at first log
 
     def log(self, step: int, values: dict[str, float]) -> None:
+        if self.logged_through is None:
+            history = self.client.get_metric_history(self.run_id, self.prefix + next(iter(values), ""))
+            self.logged_through = max((metric.step for metric in history), default=0)
+        if step <= self.logged_through:
+            return
         now = int(time.time() * 1000)
         self.pending.extend(Metric(self.prefix + name, float(value), now, int(step))
                             for name, value in values.items())

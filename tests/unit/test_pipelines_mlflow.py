@@ -44,6 +44,13 @@ def test_tracker_is_idempotent_and_records_read_back(tmp_path):
     sink.close()
     history = tracker.client.get_metric_history(run_id, "train/kl")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25), (3, 0.5 / 3)]
+    # a resumed training replays steps 2-3 from its checkpoint: they are not logged twice
+    resumed = MlflowMetricsSink(uri, run_id, batch_size=4)
+    for step in (2, 3, 4):
+        resumed.log(step, {"loss": 1.0 / step, "kl": 0.5 / step})
+    resumed.close()
+    history = tracker.client.get_metric_history(run_id, "train/kl")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25), (3, 0.5 / 3), (4, 0.125)]
 
     items = [{"item_id": "a", "prediction": "A", "extracted": "A", "score": 1.0, "reason": "",
               "metrics": {"jsd_to_base": 0.1}},
