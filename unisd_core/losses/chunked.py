@@ -10,19 +10,28 @@ states and head weight is computed inside the forward pass (as in Liger's fused 
 cross-entropy) and scaled by the incoming gradient in backward. The quantile clip needs the cap
 first: one extra gradient-free pass over the chunks computes it.
 
-The math is not re-implemented: the divergence, clip, hinge and reductions are the functions of the
-plain path (the per-token coefficients are the gradient of :func:`masked_batch_loss` and of
-:func:`hinge_reduction`), so the two paths agree to float32 rounding.
+Per chunk (:mod:`chunked_grad`): the gradient G w.r.t. the student's [C,V] head logits is computed
+in closed form for forward and reverse KL (alpha 0 and 1; with clip, hinge and soft-cap), reusing
+the log-prob buffers in place (about 3 float32 [C,V] buffers live instead of about 7), and by
+autograd down to the logits for the generalized JSD. Then grad_hidden = G W and the head-weight
+gradient accumulates in place (``addmm_``): no [V,H] buffer is allocated per chunk.
+
+The math is not re-implemented where it matters for agreement: the reductions, clip and hinge are
+the functions of the plain path (the per-token coefficients are the gradient of
+:func:`masked_batch_loss` and of :func:`hinge_reduction`; the clip's and hinge's per-token
+derivatives come from autograd over [C] vectors), the divergences and entropies use the plain
+path's operations in the same order, and only the [C,V] softmax Jacobian products are written out;
+the two paths agree to float32 rounding.
 
 Departures from the plain path: the teacher side (hidden states and head weight) is always treated
 as a constant here (the plain path leaves detaching to the caller); an optional ``logit_softcap``
 reproduces heads that cap their logits (cap * tanh(z / cap)). Logits are computed in the dtype of
-the inputs, as the model's own LM head would, then upcast to float32.
+the inputs, as the model's own LM head would, then upcast to float32. With a low-precision head the
+weight gradient is a float32 product of the rounded G and the hidden states (autograd's would be
+rounded to the head's dtype once more).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,52 +39,32 @@ from torch import Tensor
 
 from unisd_core.config import ComponentsConfig
 from unisd_core.losses.agreement import agreement_weights
-from unisd_core.losses.clipping import clip_at, quantile_cap
-from unisd_core.losses.contrastive import contrastive_hinge, hinge_reduction, usable_token_mask
-from unisd_core.losses.divergences import (
-    divergence_from_log_probs,
-    entropy_from_log_probs,
-    sampled_token_logprobs,
-    scaled_log_probs,
-    softcap_logits,
+from unisd_core.losses.chunked_grad import (
+    ChunkTerms,
+    TokenPlan,
+    accumulate_head_grads,
+    chunk_terms,
+    divergence_and_entropy,
+    rows_per_pass,
 )
+from unisd_core.losses.clipping import quantile_cap
+from unisd_core.losses.contrastive import hinge_reduction, usable_token_mask
+from unisd_core.losses.divergences import sampled_token_logprobs, softcap_logits
 from unisd_core.losses.features import feature_matching_loss
 from unisd_core.losses.objective import LossOutput, check_component_inputs, term_metrics
 from unisd_core.losses.reductions import masked_batch_loss
 
 
-@dataclass(frozen=True)
-class TokenPlan:
-    """Per-masked-token constants, all [N] (N = number of masked tokens) except the scalars."""
-
-    token_ids_N: Tensor
-    divergence_coef_N: Tensor
-    hinge_coef_N: Tensor | None
-    bad_logprobs_N: Tensor | None
-    usable_N: Tensor | None
-    alpha: float
-    temperature: float
-    cap: float
-    margin: float
-    contrastive_weight: float
-    chunk_size: int
-    logit_softcap: float | None
-    compute_gradients: bool  # False under torch.no_grad: needs_input_grad ignores grad mode
-
-
-def head_log_probs(hidden_NH: Tensor, weight_VH: Tensor, temperature: float, softcap: float | None) -> Tensor:
-    """log_softmax(head(h) / tau) in float32, logits computed in the inputs' dtype. [N,H] -> [N,V]."""
-    return scaled_log_probs(softcap_logits(F.linear(hidden_NH, weight_VH).float(), softcap), temperature)
-
-
-def chunk_tokens_for_vocab(vocab_size: int, *, budget_mib: float = 1024.0, live_buffers: int = 7,
+def chunk_tokens_for_vocab(vocab_size: int, *, budget_mib: float = 1024.0, live_buffers: int = 4,
                            minimum: int = 16, maximum: int = 1024) -> int:
     """Tokens per chunk so that ``live_buffers`` float32 [chunk, V] buffers fit in ``budget_mib``.
 
     chunk = clamp(budget / (V * 4 bytes * live_buffers), minimum, maximum), rounded down to a
-    multiple of 8. Seven buffers is the per-chunk peak measured on an H100 (benchmarks/RESULTS.md:
-    logits, log-softmaxes, exp, products and their gradients); 1 GiB gives 248 tokens at
-    V = 152k (the chunk that met the <= 0.25x peak goal), 1024 at V <= 37k.
+    multiple of 8. Four buffers: the closed-form gradient path holds 3.5 float32 [C,V] buffers per
+    chunk (measured on the CPU at V = 152k: student and teacher log-probs and one of p_T / p_S, the
+    rest reused in place; 4.5 with a soft-cap), rounded up for the GPU's allocator. 1 GiB gives
+    440 tokens at V = 152k (CPU peak 0.14x plain), 256 at V = 262k, 1024 at V <= 65k. The
+    autograd (JSD) path slices each chunk further to stay in the same budget (``rows_per_pass``).
     """
     if vocab_size < 1:
         raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
@@ -127,23 +116,6 @@ def _coefficients(reduce, shape: tuple[int, ...], device: torch.device) -> Tenso
     return gradient
 
 
-def _chunk_terms(plan: TokenPlan, chunk: slice, student_log_CV: Tensor, teacher_log_CV: Tensor):
-    """(divergence part, hinge part, raw divergences [C], hinge [C], gap |s-n| - |s-g| [C]) of
-    one chunk; the last three detached, the hinge ones None without contrastive."""
-    divergence_C = divergence_from_log_probs(student_log_CV, teacher_log_CV, plan.alpha)
-    divergence_part = (plan.divergence_coef_N[chunk] * clip_at(divergence_C, plan.cap)).sum()
-    if plan.hinge_coef_N is None:
-        return divergence_part, None, divergence_C.detach(), None, None
-    ids_C1 = plan.token_ids_N[chunk, None]
-    student_C = student_log_CV.gather(-1, ids_C1).squeeze(-1)
-    good_C = teacher_log_CV.gather(-1, ids_C1).squeeze(-1)
-    hinge_C = contrastive_hinge(student_C, good_C, plan.bad_logprobs_N[chunk], margin=plan.margin)
-    with torch.no_grad():  # the logged margin |s - n| - |s - g|
-        gap_C = (student_C - plan.bad_logprobs_N[chunk]).abs() - (student_C - good_C).abs()
-    hinge_part = (plan.hinge_coef_N[chunk] * hinge_C).sum()
-    return divergence_part, hinge_part, divergence_C.detach(), hinge_C.detach(), gap_C.detach()
-
-
 class _ChunkedTokenLoss(torch.autograd.Function):
     """Divergence (+ contrastive) part of the loss; gradients computed chunk by chunk in forward."""
 
@@ -154,30 +126,19 @@ class _ChunkedTokenLoss(torch.autograd.Function):
         grad_hidden_NH = torch.zeros_like(student_hidden_NH, dtype=torch.float32) if need_hidden else None
         grad_weight_VH = torch.zeros_like(student_weight_VH, dtype=torch.float32) if need_weight else None
         totals = torch.zeros(2, device=student_hidden_NH.device)
-        for start in range(0, student_hidden_NH.shape[0], plan.chunk_size):
-            chunk = slice(start, start + plan.chunk_size)
-            with torch.enable_grad():
-                hidden_CH = student_hidden_NH[chunk].detach().requires_grad_(need_hidden)
-                weight_VH = student_weight_VH.detach().requires_grad_(need_weight)
-                student_log_CV = head_log_probs(hidden_CH, weight_VH, plan.temperature, plan.logit_softcap)
-                with torch.no_grad():
-                    teacher_log_CV = head_log_probs(teacher_hidden_NH[chunk], teacher_weight_VH,
-                                                    plan.temperature, plan.logit_softcap)
-                divergence_part, hinge_part, divergence_C, hinge_C, gap_C = _chunk_terms(
-                    plan, chunk, student_log_CV, teacher_log_CV)
-                chunk_loss = divergence_part
-                if hinge_part is not None:
-                    chunk_loss = chunk_loss + plan.contrastive_weight * hinge_part
-                inputs = [t for t, need in ((hidden_CH, need_hidden), (weight_VH, need_weight)) if need]
-                grads = torch.autograd.grad(chunk_loss, inputs) if inputs else ()
-            if need_hidden:
-                grad_hidden_NH[chunk] = grads[0].float()
-            if need_weight:
-                grad_weight_VH += grads[-1].float()
-            totals[0] += divergence_part.detach()
-            if hinge_part is not None:
-                totals[1] += hinge_part.detach()
-            sink.record(plan, chunk, student_log_CV.detach(), divergence_C, hinge_C, gap_C)
+        rows = rows_per_pass(plan.alpha, plan.chunk_size)
+        for start in range(0, student_hidden_NH.shape[0], rows):
+            chunk = slice(start, start + rows)
+            terms = chunk_terms(plan, chunk, student_hidden_NH[chunk], student_weight_VH, teacher_hidden_NH[chunk],
+                                teacher_weight_VH, need_grad=need_hidden or need_weight)
+            if terms.grad_logits_CV is not None:
+                accumulate_head_grads(terms.grad_logits_CV, student_hidden_NH[chunk], student_weight_VH,
+                                      None if grad_hidden_NH is None else grad_hidden_NH[chunk], grad_weight_VH)
+            totals[0] += terms.divergence_part
+            if terms.hinge_part is not None:
+                totals[1] += terms.hinge_part
+            sink.record(plan, chunk, terms)
+            del terms  # frees G before the next chunk's logits
         sink.parts = tuple(totals.tolist())
         ctx.grads = (grad_hidden_NH, grad_weight_VH)
         ctx.dtypes = (student_hidden_NH.dtype, student_weight_VH.dtype)
@@ -204,30 +165,32 @@ class _MetricSink:
     def _add(self, name: str, value: Tensor) -> None:
         self.sums[name] = self.sums[name] + value if name in self.sums else value
 
-    def record(self, plan: TokenPlan, chunk: slice, student_log_CV, divergence_C, hinge_C, gap_C) -> None:
-        self.divergences.append(divergence_C.float())
-        self._add("entropy", entropy_from_log_probs(student_log_CV).sum())
-        if hinge_C is not None:
+    def record(self, plan: TokenPlan, chunk: slice, terms: ChunkTerms) -> None:
+        self.divergences.append(terms.divergence_C.float())
+        self._add("entropy", terms.entropy_sum)
+        if terms.hinge_C is not None:
             usable_C = plan.usable_N[chunk]
-            self._add("active", ((hinge_C > 0) & usable_C).sum())
-            self._add("margin", (gap_C * usable_C).sum())
+            self._add("active", ((terms.hinge_C > 0) & usable_C).sum())
+            self._add("margin", (terms.gap_C * usable_C).sum())
 
     def total(self, name: str) -> float:
         return float(self.sums[name]) if name in self.sums else 0.0
 
 
 def _divergences_no_grad(student_hidden_NH, student_weight_VH, teacher_hidden_NH, teacher_weight_VH,
-                         *, alpha, temperature, chunk_size, softcap) -> Tensor:
+                         *, alpha, temperature, chunk_size, softcap) -> tuple[Tensor, float]:
     """Raw divergences [N] and the summed student entropy of every token, chunk by chunk,
     without gradient."""
     pieces, entropy_sum = [torch.zeros(0, device=student_hidden_NH.device)], 0.0
+    rows = rows_per_pass(alpha, chunk_size)
     with torch.no_grad():
-        for start in range(0, student_hidden_NH.shape[0], chunk_size):
-            chunk = slice(start, start + chunk_size)
-            student_log_CV = head_log_probs(student_hidden_NH[chunk], student_weight_VH, temperature, softcap)
-            teacher_log_CV = head_log_probs(teacher_hidden_NH[chunk], teacher_weight_VH, temperature, softcap)
-            pieces.append(divergence_from_log_probs(student_log_CV, teacher_log_CV, alpha))
-            entropy_sum += float(entropy_from_log_probs(student_log_CV).sum())
+        for start in range(0, student_hidden_NH.shape[0], rows):
+            chunk = slice(start, start + rows)
+            divergence_C, entropy_C = divergence_and_entropy(
+                student_hidden_NH[chunk], student_weight_VH, teacher_hidden_NH[chunk], teacher_weight_VH,
+                alpha=alpha, temperature=temperature, softcap=softcap)
+            pieces.append(divergence_C)
+            entropy_sum += float(entropy_C.sum())
     return torch.cat(pieces), entropy_sum
 
 
