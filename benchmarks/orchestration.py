@@ -17,8 +17,9 @@ local cluster's CPUs):
 - ideal wall = work / S; packing efficiency = ideal wall / measured wall (1.0 = perfect);
 - overhead per job = (S x wall - work) / N: the slot-seconds each job costs beyond its own work
   (Ray task start, worker import, state files, MLflow runs, records), also shown after the first
-  step starts (the study's start: Ray, the MLflow store, one MLflow run per cell, the first
-  worker's imports);
+  step starts (the study's start: Ray and the MLflow store (created side by side), one MLflow
+  run per cell, the workers' imports); ``setup_s`` is the part until the first step is
+  submitted (everything in the driver);
 - the fixed and the marginal overhead, from a least-squares fit wall = fixed + N x per_job / S
   over the zero-second grids of several sizes; the fit also gives a *modelled* efficiency for
   larger grids (printed as such, not as a measurement).
@@ -112,11 +113,6 @@ def standin_evaluate(model, benchmarks, *, limit=None, **_):
     return results
 
 
-def standin_noop(payload):
-    """A task that does nothing: its round trip is a worker's start and imports."""
-    return payload
-
-
 def _cells(count: int):
     from pipelines.cells import CellSpec, EvalSettings, Resources
     from unisd_core.config import TrainConfig
@@ -144,25 +140,18 @@ def worker(args) -> None:
         timing = Path(folder) / "timing.jsonl"
         os.environ[TIMING_ENV], os.environ[SECONDS_ENV] = str(timing), str(args.seconds)
         started = time.time()
-        from pipelines import ray_adapter
-
-        # Joined here first (run_study reuses the connection) only to time Ray's start apart.
-        ray_adapter.connect()  # local workers inherit this environment (UNISD_BENCH_* included)
-        phases = {"ray_start_s": time.time() - started}
-        # Also apart, each idempotent for run_study: the MLflow store's creation and the first
-        # task (a worker process start and its imports).
-        from pipelines.mlflow_adapter import default_tracking_uri, prepare_store
-
-        mark = time.time()
-        prepare_store(default_tracking_uri(Path(folder) / "study"), Path(folder) / "study")
-        phases["mlflow_store_s"], mark = time.time() - mark, time.time()
-        ray_adapter.result(ray_adapter.submit("noop", stand_ins.standin_noop, {}, num_cpus=1))
-        phases["first_task_s"] = time.time() - mark
+        # Cold, as a user's ``unisd study run`` starts: run_study starts Ray, creates the MLflow
+        # store and warms the workers itself (local workers inherit this environment, the
+        # UNISD_BENCH_* variables included).
         outcome = run_study(_cells(args.jobs), study_name=f"orch-{args.jobs}x{args.seconds}",
                             output_dir=Path(folder) / "study", progress=False, poll_s=0.2,
                             functions=functions)
         wall = time.time() - started
         intervals = [json.loads(line) for line in timing.read_text().splitlines()] if timing.exists() else []
+        submitted = [json.loads(path.read_text()).get("started_at") for path in (Path(folder) / "study" / "state").glob("*.json")]
+        phases = {"setup_s": min(filter(None, submitted), default=started) - started}
+    from pipelines import ray_adapter
+
     slots = int(ray_adapter.connect().get("CPU", 0))
     ray_adapter.shutdown()
     failures = {name: f"{cell.status}: {cell.reason}"[:300] for name, cell in outcome.cells.items()
@@ -171,7 +160,7 @@ def worker(args) -> None:
         emit({"error": "jobs did not complete", "failures": failures, "wall_s": wall})
         return
     work = sum(i["end"] - i["start"] for i in intervals)
-    first_start = min(i["start"] for i in intervals) - started
+    first_start = min(i["start"] for i in intervals if i["kind"] == "train") - started
     done = len(outcome.cells) - len(failures)
     emit({"wall_s": wall, "work_s": work, "slots": slots, "startup_s": first_start, **phases,
           "done": done,
@@ -218,17 +207,19 @@ def driver(args) -> int:
             r = run_worker(SCRIPT, ["--jobs", str(jobs), "--seconds", str(seconds)], timeout_s=1800)
             print(f"  run {repeat + 1}: {grid}: {r}", flush=True)
             if "error" in r:
-                rows.append([jobs, seconds, "failed: " + r["error"]] + [""] * 8)
+                rows.append([jobs, seconds, "failed: " + r["error"]] + [""] * 10)
                 continue
             m, slots_seen = grid_metrics(r), r["slots"]
             if seconds == 0:
                 zero_points.append((jobs, r["wall_s"], r["slots"]))
             rows.append([jobs, seconds, f"{r['done']}/{jobs}", r["slots"], f"{r['wall_s']:.1f}", f"{r['work_s']:.1f}",
                          f"{m['ideal_s']:.1f}", f"{m['efficiency']:.3f}", f"{m['efficiency_after_start']:.3f}",
-                         f"{r['startup_s']:.1f}", f"{m['overhead_per_job_s']:.2f}",
+                         f"{r['startup_s']:.1f}", f"{r.get('setup_s', float('nan')):.1f}",
+                         f"{m['overhead_per_job_s']:.2f}",
                          f"{m['overhead_per_job_after_start_s']:.2f}"])
     headers = ["N jobs", "job s", "done", "slots", "wall s", "work s (sum)", "ideal wall s (work/slots)",
                "packing efficiency", "efficiency after first step", "time to first step s",
+               "of which driver set-up s (until the first step is submitted)",
                "overhead slot-s/job", "overhead slot-s/job after first step"]
     print()
     print(table(headers, rows))
