@@ -161,6 +161,10 @@ def run(args) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke: numbers meaningless)"
     print(f"# gpu check: {name} | torch {torch.__version__} | {machine_line()}")
     model = build_model(shape, device, args.seed)
+    if args.chunk_size == 0:
+        from unisd_core.losses.chunked import chunk_tokens_for_vocab
+
+        args.chunk_size = chunk_tokens_for_vocab(shape["vocab_size"])
     initial_adapter = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
     n_body, peak = body_parameters(model), _peak_tflops(args, device)
     print(f"# body parameters {n_body / 1e6:.1f}M, vocab {shape['vocab_size']}, prompt {args.prompt}, "
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-prompt", type=int, default=384)
     parser.add_argument("--completion", type=int, default=1024)
     parser.add_argument("--paths", nargs="+", default=["plain", "chunked"], choices=["plain", "chunked"])
-    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=0,
+                        help="tokens per chunk of the chunked path; 0: the training loop's default for the vocabulary")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)

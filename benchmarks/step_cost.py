@@ -22,6 +22,14 @@ re-implemented here. Per family process:
    fwd_cost x teacher-side tokens (teacher, bad teacher, K agreement contexts), real (unpadded)
    tokens; a second prediction uses the padded tokens the loop's passes process. The loss math,
    the EMA parameter substitution and Python overhead are what the predictions leave out.
+   A length-aware pair of predictions (also per round) prices every row at the per-token cost
+   measured at its own length: at tiny widths (hidden 64) attention, quadratic in the length,
+   is a large share of a pass, so a teacher-side row (demonstration + x + y) costs more per
+   token than a student row (x + y). Bare passes of each kind (student forward + backward,
+   no-gradient forward with the adapter on, the same with it off: the frozen base) are timed on
+   a grid of lengths spanning every row and pass length of the step, with as many rows as make
+   the student micro-batch's token count, and interpolated linearly (:func:`length_costs`,
+   :func:`predict`).
 4. ``--rounds`` full optimizer steps per subset, interleaved the same way (``step_s`` and
    ``generation_s`` as the loop reports them), with the peak memory around each.
 
@@ -39,8 +47,10 @@ length real negatives have. Neither needs the tiny model to generate (its output
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -82,41 +92,130 @@ def build_caches(records, num_contexts: int):
     return PreparedCaches(agreement_contexts=contexts, negatives={r.id: wrong_demonstration(r) for r in records})
 
 
-def token_counts(config, examples, completions) -> dict[str, int]:
-    """Real (unpadded) tokens of each pass of one optimizer step's micro-steps."""
-    components = config.components
-    counts = {"student": 0, "teacher_side": 0}
-    for example, completion in zip(examples, completions):
-        length = len(completion)
-        counts["student"] += len(example.student_prompt_ids) + length
-        counts["teacher_side"] += len(example.teacher_prompt_ids) + length
-        if components.contrastive is not None and example.negative_prompt_ids is not None:
-            counts["teacher_side"] += len(example.negative_prompt_ids) + length
-        if components.agreement is not None:
-            counts["teacher_side"] += sum(len(c) + length for c in example.context_prompt_ids)
-    return counts
+@dataclass(frozen=True)
+class PassShape:
+    """One forward pass of a micro-step, by its weights and its rows' real lengths.
+
+    ``kind``: "student" (forward + backward, adapter on), "adapter" (no-gradient forward with the
+    adapter's weights: the EMA teacher of a LoRA run) or "base" (no-gradient forward of the frozen
+    base: adapter off). The pass runs its rows padded to the longest one.
+    """
+
+    kind: str
+    lengths: tuple[int, ...]
+
+    @property
+    def padded(self) -> int:
+        return len(self.lengths) * max(self.lengths)
 
 
-def padded_token_counts(config, examples, completions) -> dict[str, int]:
-    """Tokens the forward passes actually process, padding included, grouped into passes as
-    ``unisd_core.training`` groups them (per micro-batch: the student; teacher + bad teacher +
-    K contexts stacked into one pass when the teacher is the frozen base, else teacher + bad
-    teacher in one pass and the K contexts in another; rows padded to the longest row of their
-    pass). Mirrors ``training.step._teacher_side`` and ``TeacherModels.run`` by lengths only."""
+def pass_shapes(config, examples, completions) -> list[PassShape]:
+    """The passes of one optimizer step's micro-steps, grouped as ``unisd_core.training`` groups
+    them (per micro-batch: the student; teacher + bad teacher + K contexts stacked into one pass
+    when the teacher is the frozen base, else teacher + bad teacher in one pass with the EMA
+    weights and the K contexts in another with the base's). Mirrors ``training.step._teacher_side``
+    and ``TeacherModels.run`` by lengths only."""
     components, size = config.components, config.per_device_batch
-    counts = {"student_padded": 0, "teacher_side_padded": 0}
+    shapes = []
     for start in range(0, len(examples), size):
         part = list(zip(examples[start:start + size], completions[start:start + size]))
-        counts["student_padded"] += len(part) * max(len(e.student_prompt_ids) + len(c) for e, c in part)
+        shapes.append(PassShape("student", tuple(len(e.student_prompt_ids) + len(c) for e, c in part)))
         teacher = [len(e.teacher_prompt_ids) + len(c) for e, c in part]
         if components.contrastive is not None:
             teacher += [len(e.negative_prompt_ids) + len(c) for e, c in part if e.negative_prompt_ids is not None]
         contexts = []
         if components.agreement is not None:
             contexts = [len(ctx) + len(c) for e, c in part for ctx in e.context_prompt_ids]
-        groups = [teacher + contexts] if components.ema is None else [teacher, contexts]
-        counts["teacher_side_padded"] += sum(len(g) * max(g) for g in groups if g)
+        if components.ema is None:
+            shapes.append(PassShape("base", tuple(teacher + contexts)))
+        else:
+            shapes.append(PassShape("adapter", tuple(teacher)))
+            if contexts:
+                shapes.append(PassShape("base", tuple(contexts)))
+    return shapes
+
+
+def token_counts(config, examples, completions) -> dict[str, int]:
+    """Real (unpadded) tokens of each pass of one optimizer step's micro-steps."""
+    counts = {"student": 0, "teacher_side": 0}
+    for shape in pass_shapes(config, examples, completions):
+        counts["student" if shape.kind == "student" else "teacher_side"] += sum(shape.lengths)
     return counts
+
+
+def padded_token_counts(config, examples, completions) -> dict[str, int]:
+    """Tokens the forward passes actually process, padding included (see :func:`pass_shapes`)."""
+    counts = {"student_padded": 0, "teacher_side_padded": 0}
+    for shape in pass_shapes(config, examples, completions):
+        counts["student_padded" if shape.kind == "student" else "teacher_side_padded"] += shape.padded
+    return counts
+
+
+def length_grid(shapes: list[PassShape], points: int = 6) -> list[int]:
+    """Lengths at which to calibrate: evenly spaced over every row and padded length needed."""
+    needed = [n for shape in shapes for n in (*shape.lengths, max(shape.lengths))]
+    low, high = min(needed), max(needed)
+    return sorted({round(low + (high - low) * i / (points - 1)) for i in range(points)})
+
+
+def interpolate(curve: list[tuple[int, float]], length: float) -> float:
+    """Piecewise-linear cost per token at ``length`` from (length, cost) points (clamped ends)."""
+    if length <= curve[0][0]:
+        return curve[0][1]
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if length <= x1:
+            return y0 + (y1 - y0) * (length - x0) / (x1 - x0)
+    return curve[-1][1]
+
+
+def predict(shapes: list[PassShape], curves: dict[str, list[tuple[int, float]]]) -> tuple[float, float]:
+    """Length-aware token-count predictions of a loss side: (real tokens: each row's tokens x the
+    per-token cost at its own length; padded: each pass's rows x longest x the cost at that length)."""
+    real = padded = 0.0
+    for shape in shapes:
+        curve, longest = curves[shape.kind], max(shape.lengths)
+        real += sum(n * interpolate(curve, n) for n in shape.lengths)
+        padded += shape.padded * interpolate(curve, longest)
+    return real, padded
+
+
+def length_costs(run, grid: list[int], completion_tokens: int, batch_tokens: int) -> dict[str, list[tuple[int, float]]]:
+    """Seconds per token of a bare pass, per kind and length (one timed call after a warm-up):
+    rows of ``length`` tokens (the last ``completion_tokens`` of them scored, as in the loop's
+    passes), as many rows as make about ``batch_tokens`` tokens (the student micro-batch's size),
+    random token ids, no padding. Forward: ``completion_logits`` without gradient in eval mode,
+    adapter on ("adapter") or off ("base"); "student": forward + backward of a logsumexp loss on
+    the logits in train mode."""
+    import torch
+
+    from unisd_core.training.forward import completion_logits
+    from unisd_core.training.sequences import build_forced_batch
+
+    model, vocab = run.model, int(run.model.get_input_embeddings().weight.shape[0])
+    generator = torch.Generator().manual_seed(0)
+    curves: dict[str, list[tuple[int, float]]] = {"student": [], "adapter": [], "base": []}
+    for length in grid:
+        rows, completion = max(1, round(batch_tokens / length)), min(completion_tokens, length - 1)
+        ids = torch.randint(3, vocab, (rows, length), generator=generator).tolist()
+        batch = build_forced_batch([r[:length - completion] for r in ids], [r[length - completion:] for r in ids],
+                                   run.pad_id)
+        for kind in curves:
+            times: dict[str, list[float]] = {}
+            for _ in range(2):  # the first is a warm-up
+                if kind == "student":
+                    model.train()
+                    with timed(times, kind):
+                        _, logits = completion_logits(model, batch)
+                        logits.float().logsumexp(-1).mean().backward()
+                    run.optimizer.zero_grad(set_to_none=True)
+                    continue
+                model.eval()
+                adapter_off = model.disable_adapter() if kind == "base" else contextlib.nullcontext()
+                with torch.no_grad(), adapter_off, timed(times, kind):
+                    completion_logits(model, batch)
+            curves[kind].append((length, times[kind][-1] / (rows * length)))
+    model.train()
+    return curves
 
 
 def per_token_costs(run, examples, completions, rounds: int) -> tuple[float, float]:
@@ -178,9 +277,14 @@ def worker(args) -> None:
     counts = {subset: {**token_counts(run.config, examples, completions),
                        **padded_token_counts(run.config, examples, completions)}
               for subset, (run, examples, completions, _) in prepared.items()}
+    shapes = {subset: pass_shapes(run.config, examples, completions)
+              for subset, (run, examples, completions, _) in prepared.items()}
+    grid = length_grid([shape for subset_shapes in shapes.values() for shape in subset_shapes])
+    student_tokens = first[0].config.per_device_batch * max(shapes[args.subsets[0]][0].lengths)
     series: dict[str, dict[str, list[float]]] = {subset: {} for subset in prepared}
     for round_index in range(args.rounds + 1):  # round 0 warms every subset up, untimed
         forward_cost, train_cost = per_token_costs(first[0], first[1], first[2], 1)
+        curves = length_costs(first[0], grid, args.new_tokens, student_tokens)
         for subset, (run, examples, completions, _) in prepared.items():
             with PeakMemory() as peak:
                 started = time.perf_counter()
@@ -191,8 +295,11 @@ def worker(args) -> None:
                 count = counts[subset]
                 predicted = train_cost * count["student"] + forward_cost * count["teacher_side"]
                 padded = train_cost * count["student_padded"] + forward_cost * count["teacher_side_padded"]
+                by_length, by_length_padded = predict(shapes[subset], curves)
                 for key, value in (("loss_side_s", elapsed), ("predicted_s", predicted),
-                                   ("predicted_padded_s", padded), ("loss_peak_mib", peak.mib)):
+                                   ("predicted_padded_s", padded), ("predicted_by_length_s", by_length),
+                                   ("predicted_by_length_padded_s", by_length_padded),
+                                   ("loss_peak_mib", peak.mib)):
                     series[subset].setdefault(key, []).append(value)
     for step in range(1, args.rounds + 1):
         for subset, (run, *_rest) in prepared.items():
@@ -201,7 +308,8 @@ def worker(args) -> None:
             for key, value in (("step_s", values["step_s"]), ("generation_s", values["generation_s"]),
                                ("completion_length", values["completion_length_mean"]), ("step_peak_mib", peak.mib)):
                 series[subset].setdefault(key, []).append(value)
-    emit({"series": series, "counts": counts, "memory_method": peak.method})
+    emit({"series": series, "counts": counts, "memory_method": peak.method,
+          "calibration_lengths": grid, "last_curves": curves})
 
 
 def _paired_ratio(runs: list[dict], subset: str, key: str, base_subset: str | None, base_key: str | None = None):
@@ -215,6 +323,13 @@ def _paired_ratio(runs: list[dict], subset: str, key: str, base_subset: str | No
     return median(ratios) if ratios else float("nan")
 
 
+def _optional_ratio(runs: list[dict], subset: str, key: str) -> str:
+    """Loss side / a prediction, or n/a for runs recorded before that prediction existed."""
+    if key not in runs[0]["series"][subset]:
+        return "n/a"
+    return f"{_paired_ratio(runs, subset, 'loss_side_s', None, key):.2f}"
+
+
 def _pooled(runs: list[dict], subset: str, key: str, how=median) -> float:
     return how([v for run in runs for v in run["series"][subset][key]])
 
@@ -225,7 +340,7 @@ def summary(results: dict[str, list[dict]], subsets: list[str]) -> str:
         runs = [r for r in all_runs if "error" not in r]
         for subset in subsets:
             if not runs:
-                rows.append([family, subset, "failed"] + [""] * 12)
+                rows.append([family, subset, "failed"] + [""] * 14)
                 continue
             count = runs[0]["counts"][subset]
             rows.append([
@@ -237,6 +352,8 @@ def summary(results: dict[str, list[dict]], subsets: list[str]) -> str:
                 f"{_paired_ratio(runs, subset, 'loss_side_s', None, 'predicted_s'):.2f}",
                 f"{_paired_ratio(runs, subset, 'loss_side_s', None, 'predicted_padded_s'):.2f}"
                 if "predicted_padded_s" in runs[0]["series"][subset] else "n/a",
+                _optional_ratio(runs, subset, "predicted_by_length_s"),
+                _optional_ratio(runs, subset, "predicted_by_length_padded_s"),
                 f"{_pooled(runs, subset, 'step_peak_mib', max):.0f}",
                 f"{_pooled(runs, subset, 'step_peak_mib', max) / max(_pooled(runs, 'none', 'step_peak_mib', max), 1e-9):.2f}",
                 f"{_pooled(runs, subset, 'loss_peak_mib', max):.0f}",
@@ -245,6 +362,7 @@ def summary(results: dict[str, list[dict]], subsets: list[str]) -> str:
             ])
     headers = ["family", "subset", "step s (gen incl.)", "step / empty", "gen s", "loss side s",
                "loss / empty", "token-count prediction s", "loss / prediction", "loss / prediction on padded tokens",
+               "loss / length-aware prediction", "loss / length-aware prediction on padded tokens",
                "step peak MiB", "step peak / empty", "loss peak MiB", "tokens student/teacher-side",
                "padded tokens student/teacher-side"]
     return table(headers, rows)
@@ -272,7 +390,8 @@ def driver(args) -> int:
             for subset, series in result["series"].items():
                 lengths = series["completion_length"]
                 print(f"    {subset}: step {median(series['step_s']):.2f}s loss {median(series['loss_side_s']):.3f}s "
-                      f"pred {median(series['predicted_s']):.3f}s peak {max(series['step_peak_mib']):.0f} MiB, "
+                      f"pred {median(series['predicted_s']):.3f}s "
+                      f"length-aware {median(series['predicted_by_length_s']):.3f}s peak {max(series['step_peak_mib']):.0f} MiB, "
                       f"step completion length {min(lengths):.0f}-{max(lengths):.0f}", flush=True)
     print()
     print(summary(results, args.subsets))

@@ -111,3 +111,33 @@ def test_step_cost_padded_counts_follow_the_loop_grouping():
     both = TrainConfig(model="tiny-qwen2", per_device_batch=2,
                        components=component_subset(["agreement", "ema"]))
     assert step_cost.padded_token_counts(both, [short, long], completions)["teacher_side_padded"] == 2 * 12 + 6 * 32
+
+
+def test_step_cost_pass_shapes_split_by_weights():
+    from types import SimpleNamespace
+
+    from unisd_core.config import TrainConfig
+    from unisd_core.presets import UNISD_STAR
+
+    example = SimpleNamespace(student_prompt_ids=[1] * 4, teacher_prompt_ids=[1] * 6, negative_prompt_ids=[1] * 7,
+                              context_prompt_ids=([1] * 20, [1] * 21, [1] * 22))
+    completions = [[2] * 2]
+    empty = step_cost.pass_shapes(TrainConfig(model="tiny-qwen2"), [example], completions)
+    assert empty == [step_cost.PassShape("student", (6,)), step_cost.PassShape("base", (8,))]
+    star = step_cost.pass_shapes(TrainConfig(model="tiny-qwen2", components=UNISD_STAR), [example], completions)
+    # EMA teacher + bad teacher with the adapter's weights; the contexts with the frozen base's
+    assert star == [step_cost.PassShape("student", (6,)), step_cost.PassShape("adapter", (8, 9)),
+                    step_cost.PassShape("base", (22, 23, 24))]
+    assert star[2].padded == 3 * 24
+
+
+def test_step_cost_length_aware_prediction_prices_each_row_at_its_length():
+    curves = {"student": [(10, 1.0), (30, 3.0)], "base": [(10, 0.5), (30, 1.5)], "adapter": [(10, 0.0), (30, 0.0)]}
+    assert step_cost.interpolate(curves["student"], 20) == pytest.approx(2.0)
+    assert step_cost.interpolate(curves["student"], 5) == 1.0 and step_cost.interpolate(curves["student"], 99) == 3.0
+    shapes = [step_cost.PassShape("student", (10,)), step_cost.PassShape("base", (10, 30))]
+    real, padded = step_cost.predict(shapes, curves)
+    assert real == pytest.approx(10 * 1.0 + 10 * 0.5 + 30 * 1.5)
+    assert padded == pytest.approx(10 * 1.0 + 2 * 30 * 1.5)  # the short row padded to 30
+    grid = step_cost.length_grid(shapes, points=3)
+    assert grid[0] == 10 and grid[-1] == 30 and len(grid) == 3
