@@ -12,7 +12,7 @@ from unisd_core.config import ComponentsConfig, EmaConfig, TrainConfig
 from unisd_core.generation.tokens import cut_at_eos
 from unisd_core.presets import UNISD_STAR, all_subsets, component_subset, preset_config
 from unisd_core.training import InMemorySink, JsonlSink, NonFiniteLossError
-from unisd_core.training.sequences import build_forced_batch, gold_completion, stack_forced_batches
+from unisd_core.training.sequences import ForcedBatch, build_forced_batch, gold_completion, stack_forced_batches
 from unisd_core.training.step import combine_metrics
 
 
@@ -117,13 +117,15 @@ def test_presets():
     assert component_subset(["ema"]).ema.beta == 0.9
 
 
-@pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-gemma3"])
+@pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-llama", "tiny-gemma3"])
 def test_gathered_forward_equals_the_full_forward(name):
+    """The passes run without the padding mask (right padding + causal attention); what they
+    gather must equal the masked full forward, with rows padded by up to 9 tokens."""
     from unisd_core.models.zoo import load_model_and_tokenizer
-    from unisd_core.training.forward import completion_logits
+    from unisd_core.training.forward import completion_hidden, completion_logits
 
     model, _ = load_model_and_tokenizer(name)
-    batch = build_forced_batch([[3, 4, 5, 6], [7, 8]], [[9, 10], [11, 12, 13]], pad_id=0)
+    batch = build_forced_batch([[3, 4, 5, 6, 7, 8, 9, 10, 11], [7, 8]], [[9, 10], [11, 12, 13]], pad_id=0)
     hidden, logits = completion_logits(model, batch)
     with torch.no_grad():
         full = model(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL).logits
@@ -131,6 +133,10 @@ def test_gathered_forward_equals_the_full_forward(name):
         for t in range(int(batch.mask_BT[b].sum())):
             torch.testing.assert_close(logits[b, t], full[b, batch.positions_BT[b, t]], atol=1e-4, rtol=1e-4)
     assert hidden.shape == (2, 3, model.config.hidden_size)
+    left_padded = ForcedBatch(batch.input_ids_BL.flip(1), batch.attention_mask_BL.flip(1), batch.positions_BT,
+                              batch.completion_ids_BT, batch.mask_BT)
+    with pytest.raises(ValueError, match="right-padded"):
+        completion_hidden(model, left_padded)
 
 
 def test_hf_generation_is_seeded_and_leaves_the_global_rng_alone(qwen):

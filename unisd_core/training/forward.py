@@ -6,6 +6,12 @@ vocabulary) that is most of the memory of a step. Here the decoder runs once, th
 positions predicting y, and the LM head is applied to those rows only, or (the chunked loss path,
 teacher-side scores) not at all: :func:`lm_head` hands its weight to the chunked losses.
 
+No attention mask is passed: a ForcedBatch is right-padded, so under causal attention no position
+the losses read (a real token) can see a padding token, and the decoder takes its unmasked causal
+path (at 700-token rows 27% faster for tiny Qwen2 on CPU; on a GPU it is what lets SDPA use its
+flash kernel). The hidden states at padding positions differ from a masked pass, and nothing reads
+them; position ids do not depend on the mask in these families (tested).
+
 ``parameters`` lets a pass run the same module with substituted tensors (the EMA adapter of a LoRA
 teacher) through ``torch.func.functional_call``, without mutating the live student, so the order
 of student and teacher passes cannot corrupt the autograd graph.
@@ -46,8 +52,10 @@ def completion_hidden(
     """
     decoder = decoder_of(model)
     batch = batch.to(next(decoder.parameters()).device)
-    kwargs = {"input_ids": batch.input_ids_BL, "attention_mask": batch.attention_mask_BL,
-              "use_cache": False}
+    mask_BL = batch.attention_mask_BL
+    if bool((mask_BL[:, 1:] > mask_BL[:, :-1]).any()):  # a 0 before a 1: not right-padded
+        raise ValueError("teacher-forced rows must be right-padded (see build_forced_batch)")
+    kwargs = {"input_ids": batch.input_ids_BL, "use_cache": False}
     if parameters:
         output = torch.func.functional_call(decoder, parameters, args=(), kwargs=kwargs, strict=False)
     else:
