@@ -115,10 +115,12 @@ def pass_shapes(config, examples, completions) -> list[PassShape]:
     when the teacher is the frozen base, else teacher + bad teacher in one pass with the EMA
     weights and the K contexts in another with the base's). Mirrors ``training.step._teacher_side``
     and ``TeacherModels.run`` by lengths only."""
-    components, size = config.components, config.per_device_batch
-    shapes = []
-    for start in range(0, len(examples), size):
-        part = list(zip(examples[start:start + size], completions[start:start + size]))
+    from unisd_core.training.step import split_micro_batches
+
+    components, shapes = config.components, []
+    for micro in split_micro_batches(examples, completions, config.per_device_batch,
+                                     group_by_length=config.group_by_length):
+        part = list(zip(micro.examples, micro.completions))
         shapes.append(PassShape("student", tuple(len(e.student_prompt_ids) + len(c) for e, c in part)))
         teacher = [len(e.teacher_prompt_ids) + len(c) for e, c in part]
         if components.contrastive is not None:
@@ -251,7 +253,7 @@ def _prepare(args, records, subset: str):
     config = TrainConfig(model=args.family, components=components, per_device_batch=args.batch,
                          grad_accum=2, max_new_tokens=args.new_tokens, max_steps=args.rounds + 2,
                          lora=LoraSettings(), learning_rate=1e-4, warmup_ratio=0.0, checkpoint_every=1000,
-                         loss_path=args.loss_path)
+                         loss_path=args.loss_path, group_by_length=args.group_by_length)
     num_contexts = components.agreement.num_contexts if components.agreement is not None else 3
     run = prepare_run(config, records, caches=build_caches(records, num_contexts), device="cpu")
     examples = run.examples_for_step(1)
@@ -370,7 +372,7 @@ def summary(results: dict[str, list[dict]], subsets: list[str]) -> str:
 
 def driver(args) -> int:
     print(f"# step cost: families {args.families}, {args.records} CoS-E records, batch {args.batch} x accum 2, "
-          f"{args.new_tokens} new tokens, LoRA r 64, loss path {args.loss_path}, threads={args.threads}; per family {args.repeats} fresh "
+          f"{args.new_tokens} new tokens, LoRA r 64, loss path {args.loss_path}, group by length {args.group_by_length}, threads={args.threads}; per family {args.repeats} fresh "
           f"process(es), each timing all subsets in {args.rounds} interleaved rounds; times = medians, "
           f"ratios = medians of same-round ratios")
     print(f"# machine: {machine_line()}")
@@ -380,7 +382,7 @@ def driver(args) -> int:
             worker_args = ["--family", family, "--subsets", *args.subsets, "--records", str(args.records),
                            "--new-tokens", str(args.new_tokens), "--rounds", str(args.rounds),
                            "--batch", str(args.batch), "--threads", str(args.threads),
-                           "--loss-path", args.loss_path]
+                           "--loss-path", args.loss_path, *(["--group-by-length"] if args.group_by_length else [])]
             result = run_worker(SCRIPT, worker_args, timeout_s=1800)
             results.setdefault(family, []).append(result)
             if "error" in result:
@@ -411,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--loss-path", choices=["plain", "chunked"], default="chunked",
                         help="TrainConfig.loss_path of every subset (the loop's default: chunked)")
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="TrainConfig.group_by_length of every subset (default: off, as the loop)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)

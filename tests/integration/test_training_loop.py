@@ -159,6 +159,40 @@ def test_grad_accumulation_4x1_equals_1x4(lora, tiny_train_config, tiny_train_re
         torch.testing.assert_close(gradients[0][name], gradients[1][name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+def test_group_by_length_moves_rows_between_micro_batches_not_the_gradient(
+        tiny_train_config, tiny_train_records, tiny_prepared_caches):
+    """Length grouping only changes which prompts share a micro-batch: without per-micro-batch
+    statistics (as in the 4x1 = 1x4 test) the step's gradient is the same, and it pads less."""
+    from unisd_core.training.step import split_micro_batches
+
+    records = tiny_train_records(4)
+    caches = tiny_prepared_caches(records)
+    components = ComponentsConfig(feature_matching=FeatureMatchingConfig(), clipping=ClippingConfig(cap=0.5))
+    completions = [[5, 2], [8, 9, 10, 11, 12, 13, 14, 2], [13, 2], [14, 15, 16, 17, 18, 19, 20]]
+    gradients, padded = [], []
+    for grouped in (False, True):
+        run = prepare_run(tiny_train_config(components=components, per_device_batch=2, grad_accum=2,
+                                            group_by_length=grouped), records, caches=caches)
+        examples = run.examples_for_step(1)
+        accumulate_gradients(run, 1, examples, completions[: len(examples)])
+        gradients.append(_gradients(run))
+        micros = split_micro_batches(examples, completions[: len(examples)], 2, group_by_length=grouped)
+        padded.append(sum(len(m.completions) * max(map(len, m.completions)) for m in micros))
+    assert padded[1] < padded[0]  # 2 x 8 + 2 x 2 rows grouped, against 2 x 8 twice
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[0][name], gradients[1][name], atol=1e-6, rtol=1e-4, msg=name)
+    # with a per-micro-batch statistic (the quantile cap) the loop's grouping does show
+    quantile = ComponentsConfig(clipping=ClippingConfig(mode="quantile", quantile=0.5))
+    capped = []
+    for grouped in (False, True):
+        run = prepare_run(tiny_train_config(components=quantile, per_device_batch=2, grad_accum=2,
+                                            group_by_length=grouped), records, caches=caches)
+        examples = run.examples_for_step(1)
+        accumulate_gradients(run, 1, examples, completions[: len(examples)])
+        capped.append(_gradients(run))
+    assert max(float((capped[0][n] - capped[1][n]).abs().max()) for n in capped[0]) > 1e-6
+
+
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_resume_equals_uninterrupted(lora, tmp_path, tiny_train_config, tiny_train_records, tiny_prepared_caches):
     records = tiny_train_records(6)

@@ -230,3 +230,18 @@ def test_vllm_backend_fails_clearly_without_vllm(qwen):
             make_backend("vllm", *qwen)
     else:  # pragma: no cover - GPU machines
         pytest.skip("vllm is installed here")
+
+
+def test_group_by_length_orders_longest_first_and_keeps_pairs():
+    from unisd_core.training.step import split_micro_batches
+
+    examples = ["a", "b", "c", "d", "e"]
+    completions = [[1], [1, 2, 3], [1, 2], [1, 2, 3], [1, 2, 3, 4]]
+    plain = split_micro_batches(examples, completions, 2)
+    assert [list(m.examples) for m in plain] == [["a", "b"], ["c", "d"], ["e"]]
+    grouped = split_micro_batches(examples, completions, 2, group_by_length=True)
+    assert [list(m.examples) for m in grouped] == [["e", "b"], ["d", "c"], ["a"]]  # stable among equals
+    assert all(len(c) == {"a": 1, "b": 3, "c": 2, "d": 3, "e": 4}[e]
+               for m in grouped for e, c in zip(m.examples, m.completions))
+    assert TrainConfig(model="m", group_by_length=True).fingerprint() == TrainConfig(model="m").fingerprint()
+

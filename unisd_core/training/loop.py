@@ -127,7 +127,8 @@ def prepare_run(config: TrainConfig, records: Sequence[Record], *, caches: Any =
 def accumulate_gradients(run: TrainingRun, step: int, examples: Sequence[Example],
                          completions: Sequence[Sequence[int]]) -> dict[str, float]:
     """All micro-steps of one optimizer step (gradients left in ``.grad``). -> combined metrics."""
-    micros = split_micro_batches(examples, completions, run.config.per_device_batch)
+    micros = split_micro_batches(examples, completions, run.config.per_device_batch,
+                                 group_by_length=run.config.group_by_length)
     outputs = []
     for micro in micros:
         output = micro_step(run.config, run.model, run.teachers, micro, pad_id=run.pad_id,

@@ -186,8 +186,13 @@ def micro_step(config: TrainConfig, student: nn.Module, teachers: TeacherModels 
 
 
 def split_micro_batches(examples: Sequence[Example], completions: Sequence[Sequence[int]],
-                        size: int) -> list[MicroBatch]:
-    """Consecutive chunks of ``size`` (the last may be smaller)."""
+                        size: int, *, group_by_length: bool = False) -> list[MicroBatch]:
+    """Consecutive chunks of ``size`` (the last may be smaller). With ``group_by_length`` the
+    step's examples are first ordered by completion length, longest first (stable), so that each
+    micro-batch pads to a length close to its rows' own (``TrainConfig.group_by_length``)."""
+    if group_by_length:
+        order = sorted(range(len(examples)), key=lambda i: -len(completions[i]))
+        examples, completions = [examples[i] for i in order], [completions[i] for i in order]
     return [MicroBatch(examples[i:i + size], completions[i:i + size]) for i in range(0, len(examples), size)]
 
 
