@@ -205,7 +205,8 @@ class MlflowMetricsSink:
 
     def log(self, step: int, values: dict[str, float]) -> None:
         if self.logged_through is None:
-            history = self.client.get_metric_history(self.run_id, self.prefix + next(iter(values), ""))
+            history = _with_retries(lambda: self.client.get_metric_history(
+                self.run_id, self.prefix + next(iter(values), "")))
             self.logged_through = max((metric.step for metric in history), default=0)
         if step <= self.logged_through:
             return
@@ -224,12 +225,11 @@ class MlflowMetricsSink:
         self.flush()
 
 
-def _with_retries(action: Any, attempts: int = 5) -> None:
+def _with_retries(action: Any, attempts: int = 5) -> Any:
     # SQLite serialises writers; a concurrent writer can surface as "database is locked".
     for attempt in range(attempts):
         try:
-            action()
-            return
+            return action()
         except Exception:
             if attempt == attempts - 1:
                 raise

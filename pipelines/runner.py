@@ -191,6 +191,8 @@ class _StudyRun:
 
     def _launch_ready(self) -> None:
         for step in self._ready():
+            if step.kind == "train":  # before the state changes: a tracking failure loses nothing
+                self._run_id(step.cells[0])
             state = self.states[step.step_id]
             state.attempts += 1
             state.status, state.started_at, state.finished_at = "running", time.time(), None

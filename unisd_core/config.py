@@ -179,9 +179,9 @@ class TrainConfig(Frozen):
         """Hex digest of what a run's checkpoints and outputs belong to; stable across runs.
 
         Every field enters except how the effective batch is split into micro-batches (their size
-        and ``group_by_length``): an
-        out-of-memory retry halves the micro-batch and doubles the accumulation, and must still
-        resume the run's checkpoints (likewise the loss path settings, ``LOSS_PATH_FIELDS``). The optimizer steps see the same prompts and the same
+        and ``group_by_length``): an out-of-memory retry halves the micro-batch and doubles the
+        accumulation, and must still resume the run's checkpoints (likewise the loss path
+        settings, ``LOSS_PATH_FIELDS``). The optimizer steps see the same prompts and the same
         averaged per-sequence losses; only the statistics method.md takes per micro-batch
         (quantile caps, the agreement scale) are then taken over the smaller micro-batches.
         """
