@@ -2,10 +2,10 @@
 
 ``run_study`` is idempotent: a step whose state file says ``done`` with the same key is skipped;
 anything else runs (training resumes from its checkpoint); cell runs are found in MLflow by run key,
-never duplicated, and created when a cell first needs one (its training starts or it is
-recorded), so a large grid's first steps do not wait for thousands of runs. Failures: a step that
-returns an error is retried up to ``max_retries`` times; an out-of-memory failure is retried with
-half the micro-batch and twice the gradient accumulation
+never duplicated, and created when a cell first needs one (its training starts or it is recorded),
+so a large grid's first steps do not wait for thousands of runs. Start-up: the SQLite store is
+created while Ray starts. Failures: a step that returns an error is retried up to ``max_retries`` times;
+an out-of-memory failure is retried with half the micro-batch and twice the gradient accumulation
 (effective batch unchanged; the change is recorded in the state and as run tags); a non-finite
 loss fails its cell at once. A failed step never stops the others; its dependents are skipped
 with the reason. Ctrl-C (or SIGTERM) writes a stop file that training polls at each optimizer
@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -89,11 +90,15 @@ def _run_locked(cells: list[CellSpec], study_name: str, output_dir: Path,
                 progress: bool, functions: JobFunctions | None, poll_s: float,
                 stop_grace_s: float) -> StudyOutcome:
     tracking_uri = tracking_uri or default_tracking_uri(output_dir)
-    artifact_root = prepare_store(tracking_uri, output_dir)  # once, before any worker logs
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The store's creation (SQLite migrations, ~1.5 s here) overlaps Ray's start (~3 s);
+        # both finish before any step is submitted, so no worker logs to a store being migrated.
+        store = pool.submit(prepare_store, tracking_uri, output_dir)
+        ray_adapter.connect(ray_address)
+        artifact_root = store.result()
     tracker = StudyTracker(study_name, tracking_uri, artifact_root)
     run = _StudyRun(build_graph(cells), study_name, output_dir, tracker, max_retries,
                     functions, poll_s, stop_grace_s)
-    ray_adapter.connect(ray_address)
     with _interrupts_as_keyboard_interrupt(), ProgressView(study_name, progress) as view:
         run.execute(view)
     tracker.finish_parent("KILLED" if run.interrupted else "FINISHED")
