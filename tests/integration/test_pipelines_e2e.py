@@ -163,6 +163,13 @@ def test_study_on_mlflow_server_with_worker_kill_oom_and_nan(tmp_path, monkeypat
     assert summary["done"] == sum(summary.values()) == len(list(store.folder.glob("*.json")))
 
 
+def _default_sigint() -> None:
+    # A test run started in the background by a shell without job control inherits SIGINT
+    # ignored, and so would the driver (Python then installs no KeyboardInterrupt handler): give
+    # the driver the disposition an interactive Ctrl-C meets.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_driver(tmp_path, output, log_name):
     """``python -m pipelines run`` in its own session, the slow cell sleeping 2 s per step."""
     environment = {**os.environ, "UNISD_FAULTS": "slow@slow:2"}
@@ -170,7 +177,7 @@ def start_driver(tmp_path, output, log_name):
         [sys.executable, "-m", "pipelines", "run", str(tmp_path / "cells.json"),
          "--study-name", "killed", "--output-dir", str(output)],
         env=environment, start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / log_name).open("w"))
+        stderr=(tmp_path / log_name).open("w"), preexec_fn=_default_sigint)
 
 
 def latest_step(checkpoints: Path) -> int:
