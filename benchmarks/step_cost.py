@@ -181,19 +181,40 @@ def predict(shapes: list[PassShape], curves: dict[str, list[tuple[int, float]]])
     return real, padded
 
 
-def length_costs(run, grid: list[int], completion_tokens: int, batch_tokens: int) -> dict[str, list[tuple[int, float]]]:
-    """Seconds per token of a bare pass, per kind and length (one timed call after a warm-up):
-    rows of ``length`` tokens (the last ``completion_tokens`` of them scored, as in the loop's
-    passes), as many rows as make about ``batch_tokens`` tokens (the student micro-batch's size),
-    random token ids, no padding. Forward: ``completion_logits`` without gradient in eval mode,
-    adapter on ("adapter") or off ("base"); "student": forward + backward of a logsumexp loss on
-    the logits in train mode."""
+def time_pass(run, batch, kind: str) -> float:
+    """Seconds of one bare pass over ``batch``: "student" = forward + backward of a logsumexp loss
+    on the logits in train mode (gradients dropped); "adapter" / "base" = ``completion_logits``
+    without gradient in eval mode, with the LoRA adapter on / off."""
     import torch
 
     from unisd_core.training.forward import completion_logits
+
+    model, times = run.model, {}
+    if kind == "student":
+        model.train()
+        with timed(times, kind):
+            _, logits = completion_logits(model, batch)
+            logits.float().logsumexp(-1).mean().backward()
+        run.optimizer.zero_grad(set_to_none=True)
+        return times[kind][0]
+    model.eval()
+    adapter_off = model.disable_adapter() if kind == "base" else contextlib.nullcontext()
+    with torch.no_grad(), adapter_off, timed(times, kind):
+        completion_logits(model, batch)
+    model.train()
+    return times[kind][0]
+
+
+def length_costs(run, grid: list[int], completion_tokens: int, batch_tokens: int) -> dict[str, list[tuple[int, float]]]:
+    """Seconds per token of a bare pass (:func:`time_pass`), per kind and length, one timed call
+    after a warm-up: rows of ``length`` tokens (the last ``completion_tokens`` of them scored, as in
+    the loop's passes), as many rows as make about ``batch_tokens`` tokens (the student
+    micro-batch's size), random token ids, no padding."""
+    import torch
+
     from unisd_core.training.sequences import build_forced_batch
 
-    model, vocab = run.model, int(run.model.get_input_embeddings().weight.shape[0])
+    vocab = int(run.model.get_input_embeddings().weight.shape[0])
     generator = torch.Generator().manual_seed(0)
     curves: dict[str, list[tuple[int, float]]] = {"student": [], "adapter": [], "base": []}
     for length in grid:
@@ -202,46 +223,22 @@ def length_costs(run, grid: list[int], completion_tokens: int, batch_tokens: int
         batch = build_forced_batch([r[:length - completion] for r in ids], [r[length - completion:] for r in ids],
                                    run.pad_id)
         for kind in curves:
-            times: dict[str, list[float]] = {}
-            for _ in range(2):  # the first is a warm-up
-                if kind == "student":
-                    model.train()
-                    with timed(times, kind):
-                        _, logits = completion_logits(model, batch)
-                        logits.float().logsumexp(-1).mean().backward()
-                    run.optimizer.zero_grad(set_to_none=True)
-                    continue
-                model.eval()
-                adapter_off = model.disable_adapter() if kind == "base" else contextlib.nullcontext()
-                with torch.no_grad(), adapter_off, timed(times, kind):
-                    completion_logits(model, batch)
-            curves[kind].append((length, times[kind][-1] / (rows * length)))
-    model.train()
+            seconds = [time_pass(run, batch, kind) for _ in range(2)][-1]  # the first is a warm-up
+            curves[kind].append((length, seconds / (rows * length)))
     return curves
 
 
 def per_token_costs(run, examples, completions, rounds: int) -> tuple[float, float]:
     """(forward-only, forward+backward) seconds per padded token of the first student micro-batch
-    (fastest of ``rounds`` after a warm-up)."""
-    import torch
-
-    from unisd_core.training.forward import completion_logits
+    (fastest of ``rounds`` after a warm-up; forward with the adapter on, as the student's)."""
     from unisd_core.training.sequences import build_forced_batch
 
     size = run.config.per_device_batch
     batch = build_forced_batch([e.student_prompt_ids for e in examples[:size]], completions[:size], run.pad_id)
     tokens = batch.input_ids_BL.numel()
-    times: dict[str, list[float]] = {}
-    for _ in range(rounds + 1):  # the first of each is a warm-up
-        run.model.eval()
-        with torch.no_grad(), timed(times, "forward"):
-            completion_logits(run.model, batch)
-        run.model.train()
-        with timed(times, "train"):
-            _, logits = completion_logits(run.model, batch)
-            logits.float().logsumexp(-1).mean().backward()
-        run.optimizer.zero_grad(set_to_none=True)
-    return min(times["forward"][1:]) / tokens, min(times["train"][1:]) / tokens
+    forward = [time_pass(run, batch, "adapter") for _ in range(rounds + 1)][1:]
+    train = [time_pass(run, batch, "student") for _ in range(rounds + 1)][1:]
+    return min(forward) / tokens, min(train) / tokens
 
 
 def _prepare(args, records, subset: str):
