@@ -181,7 +181,8 @@ def _divergences_no_grad(student_hidden_NH, student_weight_VH, teacher_hidden_NH
                          *, alpha, temperature, chunk_size, softcap) -> tuple[Tensor, float]:
     """Raw divergences [N] and the summed student entropy of every token, chunk by chunk,
     without gradient."""
-    pieces, entropy_sum = [torch.zeros(0, device=student_hidden_NH.device)], 0.0
+    device = student_hidden_NH.device
+    pieces, entropy_sum = [torch.zeros(0, device=device)], torch.zeros((), device=device)
     rows = rows_per_pass(alpha, chunk_size)
     with torch.no_grad():
         for start in range(0, student_hidden_NH.shape[0], rows):
@@ -190,8 +191,8 @@ def _divergences_no_grad(student_hidden_NH, student_weight_VH, teacher_hidden_NH
                 student_hidden_NH[chunk], student_weight_VH, teacher_hidden_NH[chunk], teacher_weight_VH,
                 alpha=alpha, temperature=temperature, softcap=softcap)
             pieces.append(divergence_C)
-            entropy_sum += float(entropy_C.sum())
-    return torch.cat(pieces), entropy_sum
+            entropy_sum += entropy_C.sum()  # on the device: one host sync at the end, not per chunk
+    return torch.cat(pieces), float(entropy_sum)
 
 
 def _plan(components: ComponentsConfig, completion_ids_BT, mask_BT, *, alpha, temperature, normalizer, cap,
