@@ -108,40 +108,32 @@ def _cache_configs(members: list[CellSpec]) -> list[TrainConfig]:
     return list(seen.values())
 
 
-def _base_eval_step(cell: CellSpec, steps: dict[str, Step]) -> str:
-    key = cell.base_eval_key()
-    step_id = f"base_eval-{short(key)}"
+def _shared_step(steps: dict[str, Step], cell: CellSpec, kind: str, key: str, label: str,
+                 deps: list[str], payload: dict[str, Any]) -> str:
+    """The step of ``kind`` with ``key`` (created on first use, shared by every cell with that
+    key), with ``cell`` added to the cells that wait for it."""
+    step_id = f"{kind}-{short(key)}"
     if step_id not in steps:
-        steps[step_id] = Step(
-            step_id=step_id, kind="base_eval", key=key,
-            label=f"base eval {_model_label(cell.model)}", deps=[], cells=[],
-            resources=cell.resources, payload=_eval_payload(cell))
+        steps[step_id] = Step(step_id=step_id, kind=kind, key=key, label=label, deps=deps, cells=[],
+                              resources=cell.resources, payload=payload)
     steps[step_id].cells.append(cell.name)
     return step_id
+
+
+def _base_eval_step(cell: CellSpec, steps: dict[str, Step]) -> str:
+    return _shared_step(steps, cell, "base_eval", cell.base_eval_key(),
+                        f"base eval {_model_label(cell.model)}", [], _eval_payload(cell))
 
 
 def _train_step(cell: CellSpec, prepare_id: str, steps: dict[str, Step]) -> str:
-    key = cell.train_key()
-    step_id = f"train-{short(key)}"
-    if step_id not in steps:
-        steps[step_id] = Step(
-            step_id=step_id, kind="train", key=key, label=f"train {cell.name}",
-            deps=[prepare_id], cells=[], resources=cell.resources,
-            payload={"cell": cell.name, "train": cell.train.model_dump(mode="json"),
-                     "needs_caches": bool(cache_settings(cell.train))})
-    steps[step_id].cells.append(cell.name)
-    return step_id
+    payload = {"cell": cell.name, "train": cell.train.model_dump(mode="json"),
+               "needs_caches": bool(cache_settings(cell.train))}
+    return _shared_step(steps, cell, "train", cell.train_key(), f"train {cell.name}", [prepare_id], payload)
 
 
 def _evaluate_step(cell: CellSpec, train_id: str, steps: dict[str, Step]) -> str:
-    key = cell.eval_key()
-    step_id = f"evaluate-{short(key)}"
-    if step_id not in steps:
-        steps[step_id] = Step(
-            step_id=step_id, kind="evaluate", key=key, label=f"evaluate {cell.name}",
-            deps=[train_id], cells=[], resources=cell.resources, payload=_eval_payload(cell))
-    steps[step_id].cells.append(cell.name)
-    return step_id
+    return _shared_step(steps, cell, "evaluate", cell.eval_key(), f"evaluate {cell.name}", [train_id],
+                        _eval_payload(cell))
 
 
 def _record_step(cell: CellSpec, evaluated_id: str, steps: dict[str, Step]) -> str:
