@@ -5,7 +5,9 @@ Every component owns its config here so that the study loader (``ablations``), t
 whose config is ``None`` is off and costs nothing. Defaults follow method.md section 2 for a
 component studied alone; :mod:`unisd_core.presets` holds the UniSD* values.
 
-Departures from the paper: none in the defaults. ``AgreementConfig.sequence_parity`` exists only
+Departures from the paper: none in the paper's defaults; where the paper gives none, the negative
+demonstration budget (``ContrastiveConfig.negative_max_new_tokens`` = 256) is below the authors'
+1024 (docs/departures.md). ``AgreementConfig.sequence_parity`` exists only
 to reproduce the authors' weighted normaliser, under which sequence-level weights cancel.
 """
 

@@ -10,7 +10,10 @@ Teacher tensors (logits, hidden states, agreement and bad-teacher log-probs) mus
 
 Departures from the paper: feature matching in ``repr`` mode is L_fm alone, so it refuses to run
 together with the other loss components (agreement, contrastive, clipping) instead of silently
-ignoring them; divergence and entropy are still logged (without gradient).
+ignoring them; divergence and entropy are still logged (without gradient). :func:`sft_loss` takes
+the run's normaliser: per-sequence mean NLL by default, where most SFT code takes the token mean
+(``normalizer="global"``); method.md does not say (docs/departures.md). With ``global`` the
+contrastive and feature-matching terms are token means too.
 """
 
 from __future__ import annotations
