@@ -158,3 +158,12 @@ def test_every_problem_is_listed_together(tmp_path: Path) -> None:
     paths = {error.path for error in caught.value.errors}
     messages = " ".join(error.message for error in caught.value.errors)
     assert {"output_dir", "training.learning_rate"} <= paths and "duplicate key 'seeds'" in messages
+
+
+def test_a_few_anchors_and_merges_still_work(tmp_path: Path) -> None:
+    study = GOOD + ("training: &shared {max_steps: 2, per_device_batch: 2}\n"
+                    "per_model:\n  tiny-qwen2: {<<: *shared, max_steps: 3}\n")
+    result = _validate(tmp_path, study)
+    assert result.exit_code == 0, result.output
+    spec = load_study(tmp_path / "study.yaml")
+    assert spec.training_overrides("tiny-qwen2") == {"max_steps": 3, "per_device_batch": 2}
