@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ablations.study import StudySpec, load_study
+from ablations.study import StudySpec, load_study, study_notes, with_output_dir
 from ablations.study_errors import StudyValidationError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -38,13 +38,15 @@ OutputDir = typer.Option(
 
 def _load(path: Path, output_dir: Optional[Path] = None) -> StudySpec:
     try:
-        spec = load_study(path)
+        spec = with_output_dir(load_study(path), output_dir)
     except StudyValidationError as exc:
         console.print(f"[bold red]invalid study[/] {exc.source}: {len(exc.errors)} error(s)")
-        for error in exc.errors:
-            console.print("  - " + error.render(), style="red", markup=False, highlight=False)
+        for line in exc.lines():
+            console.print("  - " + line, style="red", markup=False, highlight=False)
         raise typer.Exit(INVALID_STUDY_EXIT) from None
-    return spec if output_dir is None else spec.model_copy(update={"output_dir": str(output_dir)})
+    for note in study_notes(spec):  # accepted, but changed or unchecked: say so (stderr)
+        typer.echo(f"note: {note}", err=True)
+    return spec
 
 
 def _expand(spec: StudySpec) -> list:

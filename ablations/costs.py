@@ -19,6 +19,26 @@ from pydantic import BaseModel, ConfigDict, Field
 COSTS_PATH = Path(__file__).with_name("costs.yaml")
 
 
+class ModelFolderError(ValueError):
+    """A local model folder whose ``config.json`` cannot be read as a JSON object."""
+
+
+def read_model_type(config: Path) -> str | None:
+    """``model_type`` of a model folder's ``config.json`` (None when the key is absent).
+
+    Raises ModelFolderError, naming the file, when it is not UTF-8 JSON holding an object."""
+    try:
+        payload = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"{config} is not readable JSON ({type(exc).__name__}: "
+                               f"{str(exc)[:200]})") from None
+    if not isinstance(payload, dict):
+        raise ModelFolderError(f"{config} holds a JSON {type(payload).__name__}, not an object "
+                               "with a model_type")
+    value = payload.get("model_type")
+    return None if value is None else str(value)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -47,13 +67,15 @@ class CostTable(_Frozen):
     eval_sizes: dict[str, int]
 
     def model_family(self, model: str) -> str | None:
-        """Family of a model name, hub id or local folder; None when unknown."""
+        """Family of a model name, hub id or local folder; None when unknown.
+
+        Raises ModelFolderError when a local folder's ``config.json`` is not a JSON object."""
         if model in self.models:
             return self.models[model].family
         config = Path(model) / "config.json"
         text = model.lower()
         if config.is_file():
-            text = str(json.loads(config.read_text(encoding="utf-8")).get("model_type", text))
+            text = read_model_type(config) or text
         for family, cost in self.families.items():
             if any(pattern in text for pattern in cost.patterns):
                 return family

@@ -16,19 +16,23 @@ learnable CPU task of issue 7) are accepted; with no data source its splits are 
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (AfterValidator, Discriminator, Field, StrictInt, Tag, ValidationError,
                       create_model)
 from pydantic_core import PydanticCustomError
 
-from ablations.costs import load_cost_table
+from ablations.costs import ModelFolderError, load_cost_table
 from ablations.study_errors import (StudyError, StudyValidationError, errors_from_pydantic,
                                     suggest)
+from ablations.study_yaml import non_finite_numbers, read_study_document
 from pipelines.cells import EvalSettings, Resources
-from unisd_core.config import COMPONENT_NAMES, ComponentsConfig, Frozen, TrainConfig
+from unisd_core.config import COMPONENT_NAMES, SEED_MAX, ComponentsConfig, Frozen, TrainConfig
 from unisd_core.data.records import (ALL_BENCHMARKS, BENCHMARKS, EXTRA_BENCHMARKS,
                                      EXTRA_TRAINING_SETS, TRAINING_SETS)
 
@@ -62,7 +66,13 @@ TrainingSettings = create_model(  # type: ignore[call-overload]
 
 def _known_family(model: str) -> str:
     table = load_cost_table()
-    if table.model_family(model) is None:
+    try:
+        family = table.model_family(model)
+    except ModelFolderError as exc:
+        raise PydanticCustomError("bad_model_folder", str(exc),
+                                  {"reason": str(exc), "allowed": "a model folder whose "
+                                   "config.json is a JSON object with a model_type"}) from None
+    if family is None:
         families = sorted(table.families)
         raise PydanticCustomError(
             "unknown_model_family",
@@ -76,8 +86,33 @@ def _known_family(model: str) -> str:
     return model
 
 
+def _safe_output_dir(value: str | None) -> str | None:
+    problem = output_dir_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("unsafe_output_dir", problem,
+                                  {"reason": problem, "allowed": "a folder below the filesystem "
+                                   "root, written without '..'"})
+    return value
+
+
+def output_dir_problem(value: str | None) -> str | None:
+    """Why ``value`` is refused as a study's output folder (None when fine): the filesystem root,
+    an empty path, or a path that climbs with ``..`` (the runner writes and deletes below it)."""
+    if value is None:
+        return None
+    if not value.strip():
+        return "output_dir is empty"
+    path = Path(value).expanduser()
+    if ".." in path.parts:
+        return "output_dir must not climb out with '..'"
+    resolved = path.resolve()
+    if resolved == resolved.parent:
+        return "output_dir is the filesystem root"
+    return None
+
+
 ModelName = Annotated[str, Field(min_length=1), AfterValidator(_known_family)]
-Seed = Annotated[StrictInt, Field(ge=0)]
+Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX)]
 Subset = list[ComponentName]
 
 
@@ -106,7 +141,7 @@ class StudySpec(Frozen):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    output_dir: str | None = None
+    output_dir: Annotated[str | None, AfterValidator(_safe_output_dir)] = None
     tracking_uri: str | None = None
     ray_address: str | None = None
     models: list[ModelName] = Field(min_length=1)
@@ -170,35 +205,58 @@ def half_fraction() -> list[tuple[str, ...]]:
 
 
 def load_study(path: str | Path) -> StudySpec:
-    """Read and validate a study file; raise ``StudyValidationError`` listing every problem."""
+    """Read and validate a study file; raise ``StudyValidationError`` listing every problem.
+
+    The bytes go through :func:`ablations.study_yaml.read_study_document` (strict UTF-8, bounded
+    depth and aliases, YAML 1.2 scalars, duplicate keys reported), then :func:`validate_study`.
+    """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as exc:
         raise StudyValidationError(str(path), [StudyError("", f"cannot read file: {exc}")])
-    except yaml.YAMLError as exc:
-        raise StudyValidationError(str(path), [StudyError("", f"invalid YAML: {exc}")])
-    return validate_study(raw, source=str(path))
+    raw, problems = read_study_document(data)
+    if raw is None and problems:
+        raise StudyValidationError(str(path), problems)
+    return validate_study(raw, source=str(path), problems=problems)
 
 
-def validate_study(raw: Any, *, source: str = "<study>") -> StudySpec:
+def validate_study(raw: Any, *, source: str = "<study>",
+                   problems: list[StudyError] | None = None) -> StudySpec:
     """Validate a parsed YAML document into a ``StudySpec``.
 
-    Every field error is reported at once; the checks across sections (benchmarks implied by the
-    training sets, per-model keys, duplicates, the resolved TrainConfig of each model) need valid
-    fields and are reported, all together, once the fields are valid.
+    Types are strict (JSON's: ``'3'`` is not an int, ``'yes'`` not a boolean) and numbers finite.
+    Every field error is reported at once, with ``problems`` found while reading; the checks
+    across sections (benchmarks implied by the training sets, per-model keys, duplicates, the
+    resolved TrainConfig of each model) need valid fields and are reported, all together, once
+    the fields are valid.
     """
+    errors = list(problems or [])
     if not isinstance(raw, dict):
-        raise StudyValidationError(source, [StudyError("", "a study is a mapping of sections",
-                                                       type(raw).__name__)])
+        raise StudyValidationError(source, errors + [StudyError(
+            "", "a study is a mapping of sections", type(raw).__name__)])
+    errors += non_finite_numbers(raw)
     try:
-        spec = StudySpec.model_validate(raw)
+        spec = StudySpec.model_validate_json(json.dumps(raw, default=str), strict=True)
     except ValidationError as exc:
-        raise StudyValidationError(source, errors_from_pydantic(exc, StudySpec)) from None
-    errors = cross_field_errors(spec)
+        raise StudyValidationError(source, errors + errors_from_pydantic(exc, StudySpec)) from None
+    except (TypeError, ValueError) as exc:  # keys JSON cannot carry
+        raise StudyValidationError(source, errors + [StudyError("", f"unsupported value: {exc}")])
+    errors += cross_field_errors(spec)
     if errors:
         raise StudyValidationError(source, errors)
     return spec
+
+
+def with_output_dir(spec: StudySpec, output_dir: str | Path | None) -> StudySpec:
+    """``spec`` with its output folder replaced (the CLI's ``--output-dir``), checked like the
+    study's own ``output_dir``."""
+    if output_dir is None:
+        return spec
+    problem = output_dir_problem(str(output_dir))
+    if problem is not None:
+        raise StudyValidationError("--output-dir", [StudyError("--output-dir", problem, str(output_dir))])
+    return spec.model_copy(update={"output_dir": str(output_dir)})
 
 
 def cross_field_errors(spec: StudySpec) -> list[StudyError]:
@@ -238,6 +296,7 @@ def cross_field_errors(spec: StudySpec) -> list[StudyError]:
         errors.append(StudyError("benchmarks", "no listed training set evaluates this benchmark",
                                  benchmark))
     errors.extend(_train_config_errors(spec))
+    errors.extend(_hub_errors(spec))
     return errors
 
 
@@ -250,3 +309,65 @@ def _train_config_errors(spec: StudySpec) -> list[StudyError]:
             for error in exc.errors():
                 errors.append(StudyError(f"training ({model})", error["msg"], error.get("input")))
     return errors
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@lru_cache(maxsize=64)
+def hub_model_status(model: str) -> str:
+    """``"known"`` (in costs.yaml or a local folder), ``"exists"``, ``"missing"`` (the hub says no
+    such repository) or ``"unverified: <why>"`` (offline or the hub did not answer)."""
+    if model in load_cost_table().models or Path(model).expanduser().exists() or not _HUB_ID.match(model):
+        return "known"
+    if _hub_offline():
+        return "unverified: offline (HF_HUB_OFFLINE is set)"
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
+
+        HfApi().model_info(model, timeout=5)
+    except GatedRepoError:
+        return "exists"
+    except RepositoryNotFoundError:
+        return "missing"
+    except Exception as exc:  # any network failure: say so, do not guess
+        return f"unverified: the hub did not answer ({type(exc).__name__})"
+    return "exists"
+
+
+def _hub_errors(spec: StudySpec) -> list[StudyError]:
+    known = sorted(load_cost_table().models)
+    return [StudyError(f"models[{index}]", "no such model on the hub", model, None, suggest(model, known))
+            for index, model in enumerate(spec.models) if hub_model_status(model) == "missing"]
+
+
+def study_notes(spec: StudySpec) -> list[str]:
+    """What validation accepted but changed or could not check (printed as notes, not errors):
+    equivalent component subsets kept once, the empty subset and the ``sdft`` preset run once,
+    hub ids that could not be verified."""
+    notes: list[str] = []
+    if isinstance(spec.components, list):
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for index, subset in enumerate(spec.components):
+            groups.setdefault(canonical(subset), []).append(index)
+        for subset, indexes in groups.items():
+            if len(indexes) > 1:
+                places = ", ".join(f"components[{i}]" for i in indexes)
+                notes.append(f"{places} are the same subset [{', '.join(subset)}]: run once")
+    if () in spec.subsets() and "sdft" in spec.presets:
+        notes.append("the empty subset [] and the preset sdft are the same run (plain SDFT): run "
+                     "once, reported as the empty subset")
+    known = sorted(load_cost_table().models)
+    for index, model in enumerate(spec.models):
+        status = hub_model_status(model)
+        if status.startswith("unverified"):
+            hint = suggest(model, known)
+            notes.append(f"models[{index}] {model!r} is not a model listed in costs.yaml and could "
+                         f"not be verified on the hub ({status.split(': ', 1)[1]})"
+                         + (f"; did you mean {hint!r}?" if hint else ""))
+    return notes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass
@@ -18,6 +19,24 @@ from pydantic import BaseModel, ValidationError
 
 # Tags of tagged unions in pydantic error locations: not part of the user's path.
 UNION_TAGS = frozenset({"design", "subsets"})
+# An error prints at most this many characters of the offending value (and of the other parts):
+# a value can be huge (a long string, an alias-expanded list) and the message must stay readable.
+MAX_VALUE_CHARS = 200
+MAX_LISTED_ERRORS = 50  # then "... and N more": a generated file can hold thousands of errors
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = MAX_VALUE_CHARS
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 8
+_SHORT.maxlevel = 3
+
+
+def short_repr(value: Any) -> str:
+    """repr of ``value`` cut to about MAX_VALUE_CHARS (reprlib: never builds the full repr)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
+
+
+def _cut(text: str, limit: int = 4 * MAX_VALUE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -31,13 +50,13 @@ class StudyError:
     suggestion: str | None = None
 
     def render(self) -> str:
-        text = f"{self.path or '<study>'}: {self.message}"
+        text = f"{_cut(self.path) or '<study>'}: {_cut(self.message)}"
         if self.value is not None:
-            text += f" (got {self.value!r})"
+            text += f" (got {short_repr(self.value)})"
         if self.allowed:
-            text += f"; allowed: {self.allowed}"
+            text += f"; allowed: {_cut(self.allowed)}"
         if self.suggestion:
-            text += f"; did you mean {self.suggestion!r}?"
+            text += f"; did you mean {short_repr(self.suggestion)}?"
         return text
 
 
@@ -47,8 +66,15 @@ class StudyValidationError(Exception):
     def __init__(self, source: str, errors: list[StudyError]):
         self.source = source
         self.errors = sorted(errors, key=lambda error: (error.path, error.message))
-        lines = "\n".join(f"  - {error.render()}" for error in self.errors)
+        lines = "\n".join(f"  - {line}" for line in self.lines())
         super().__init__(f"{source}: {len(self.errors)} error(s)\n{lines}")
+
+    def lines(self) -> list[str]:
+        """Rendered errors, at most MAX_LISTED_ERRORS, then a count of the rest."""
+        shown = [error.render() for error in self.errors[:MAX_LISTED_ERRORS]]
+        if len(self.errors) > MAX_LISTED_ERRORS:
+            shown.append(f"... and {len(self.errors) - MAX_LISTED_ERRORS} more error(s)")
+        return shown
 
 
 def suggest(word: object, choices: typing.Iterable[str]) -> str | None:

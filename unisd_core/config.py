@@ -5,7 +5,9 @@ Every component owns its config here so that the study loader (``ablations``), t
 whose config is ``None`` is off and costs nothing. Defaults follow method.md section 2 for a
 component studied alone; :mod:`unisd_core.presets` holds the UniSD* values.
 
-Departures from the paper: none in the defaults. ``AgreementConfig.sequence_parity`` exists only
+Departures from the paper: none in the paper's defaults; where the paper gives none, the negative
+demonstration budget (``ContrastiveConfig.negative_max_new_tokens`` = 256) is below the authors'
+1024 (docs/departures.md). ``AgreementConfig.sequence_parity`` exists only
 to reproduce the authors' weighted normaliser, under which sequence-level weights cancel.
 """
 
@@ -25,6 +27,12 @@ COMPONENT_NAMES: tuple[str, ...] = (
     "clipping",
 )
 METHODS: tuple[str, ...] = ("sdft", "sft", "gkd", "ssd", "opsd")
+# Bounds on what a run can be asked for: seeds fit numpy's 32-bit seed (the loop seeds numpy with
+# seed mod 2^32, so larger seeds would alias); ten million optimizer steps is far past any study
+# (the paper's largest run is one epoch of ~10k items).
+SEED_MAX = 2**32 - 1
+MAX_STEPS = 10_000_000
+MAX_EPOCHS = 1_000
 
 
 class Frozen(BaseModel):
@@ -130,8 +138,8 @@ class TrainConfig(Frozen):
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1)
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     per_device_batch: int = Field(16, ge=1)
     grad_accum: int = Field(4, ge=1)
     max_prompt_tokens: int = Field(3072, ge=8)
@@ -140,7 +148,7 @@ class TrainConfig(Frozen):
     dtype: Literal["float32", "bfloat16"] = "float32"
     gradient_checkpointing: bool = False
     generation_backend: Literal["hf", "vllm"] = "hf"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     gkd_on_policy_fraction: float = Field(0.5, ge=0.0, le=1.0)
     gkd_beta: float = Field(0.5, ge=0.0, le=1.0)
     ssd_temperature: float = Field(1.0, gt=0.0)

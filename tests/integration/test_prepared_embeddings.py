@@ -63,3 +63,19 @@ def test_retrieval_donors_are_the_true_cosine_neighbours(tmp_path: Path) -> None
     cached = prepare_caches(train, records, cache_dir=tmp_path)
     assert cached.agreement_contexts == contexts
     assert prepare_caches(train, records, cache_dir=tmp_path).stats["agreement"]["cache"] == "hit"
+
+
+def test_retrieval_reads_only_the_first_256_word_pieces_of_the_prompt() -> None:
+    """Documented departure (docs/departures.md): the whole prompt is embedded, so past MiniLM's
+    256-word-piece window a long lecture hides the question from retrieval."""
+    encoder = load_sentence_encoder()
+    assert encoder.max_seq_length == 256
+    lecture = "Lecture: " + " ".join(f"Plants use light energy in step {i}." for i in range(80))
+    assert len(encoder.tokenizer(lecture)["input_ids"]) > 256
+    questions = ["Which planet is the largest?", "Who wrote Romeo and Juliet?"]
+    long_prompts = embed_texts([f"{lecture}\n\nQuestion: {q}" for q in questions])
+    short_prompts = embed_texts([f"Question: {q}" for q in questions])
+    # Unit vectors: identical inputs to the encoder give a dot product of 1 up to float32 rounding
+    # of a 384-term sum (~1e-6); different questions on their own are far apart.
+    assert float(long_prompts[0] @ long_prompts[1]) > 1 - 1e-5
+    assert float(short_prompts[0] @ short_prompts[1]) < 0.9

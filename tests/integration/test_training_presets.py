@@ -73,12 +73,31 @@ def test_opsd_teacher_sees_the_gold_answer_not_the_demonstration(tiny_train_reco
     assert "Reasoning:" in sdft.tokenizer.decode(sdft.examples[0].teacher_prompt_ids)
 
 
-def test_unisd_star_trains_with_its_components(tmp_path, tiny_train_records, tiny_prepared_caches):
+def test_unisd_star_trains_with_its_components(tiny_train_records, tiny_prepared_caches):
+    """Two steps of UniSD* (EMA every step, so that it acts inside them): each of its four
+    components shows its own liveness, not just a finite number."""
+    import dataclasses
+
+    from unisd_core.training.loop import optimizer_step
+    from unisd_core.training.sequences import build_forced_batch
+
     records = tiny_train_records(4)
     caches = tiny_prepared_caches(records, k=3)
-    config = preset_config("unisd_star", **{**TINY, "max_steps": 1})
-    sink = InMemorySink()
-    train(config, records, output_dir=tmp_path, metrics=sink, caches=caches)
-    row = sink.rows[0][1]
-    for name in ("agreement/weight_mean", "contrastive/loss", "feature_matching/loss", "loss"):
-        assert math.isfinite(row[name]), name
+    # A negative far from the gold one, so that the bad teacher's log-probs straddle the student's
+    # on some tokens (with a near-copy of the gold text g ~ n and the hinge has no gradient).
+    negative = ("Reasoning: Zebra quantum violet harbor 9 7 3 banana; the first number is obviously "
+                "more because letters outrank digits.\nAnswer: A A A A")
+    caches = dataclasses.replace(caches, negatives={rid: negative for rid in caches.negatives})
+    config = preset_config("unisd_star", **TINY)
+    ema = config.components.ema.model_copy(update={"every_steps": 1})
+    config = config.model_copy(update={"components": config.components.model_copy(update={"ema": ema})})
+    run = prepare_run(config, records, caches=caches)
+    batch = build_forced_batch([e.teacher_prompt_ids for e in run.examples[:2]], [[5, 6, 7]] * 2, run.pad_id)
+    teacher_before = run.teachers.teacher_pass(batch).hidden_RTH.clone()
+    rows = [optimizer_step(run, step) for step in (1, 2)]
+    assert all(math.isfinite(row["loss"]) for row in rows)
+    assert min(row["agreement/weight_min"] for row in rows) < 1.0  # contexts disagree somewhere
+    assert max(row["contrastive/active_fraction"] for row in rows) > 0.0  # a hinge with gradient
+    assert min(row["feature_matching/loss"] for row in rows) > 0.0
+    assert run.teachers.ema.updates == 2 and rows[-1]["ema/drift"] > 0.0
+    assert (run.teachers.teacher_pass(batch).hidden_RTH - teacher_before).abs().max() > 0  # teacher moved

@@ -179,11 +179,23 @@ def test_empty_mask_in_the_chunked_path() -> None:
 
 
 def test_no_grad_mode_gives_the_same_value_without_gradient_work() -> None:
+    """Under ``torch.no_grad`` the chunked loss skips the in-forward gradient: its matmul FLOPs are
+    the forward's alone. Counted exactly from the shapes: each of the N masked tokens costs
+    2 H V multiply-adds per head product (x2 FLOPs); the forward has two (student and teacher
+    logits) plus, for the quantile cap, two more in its extra pass; the gradient adds G W (and
+    G^T h, an in-place ``addmm_`` that torch's counter does not register, hence ``>=``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     inputs = make_inputs(6)
     hidden, weight = leaves(inputs)
     rest = {k: v for k, v in inputs.items() if k not in ("student_hidden_BTH", "student_head_weight_VH")}
-    with torch.no_grad():
+    tokens = int(inputs["mask_BT"].sum())
+    per_product = 2 * tokens * H * V
+    with torch.no_grad(), FlopCounterMode(display=False) as quiet_counter:
         quiet = chunked_distillation_loss(hidden, weight, components=EVERYTHING, alpha=0.0, temperature=TAU, **rest)
     assert not quiet.loss.requires_grad
-    loud, _, _ = chunked(inputs, EVERYTHING, 0.0, "sequence", 1024)
+    with FlopCounterMode(display=False) as loud_counter:
+        loud = chunked_distillation_loss(hidden, weight, components=EVERYTHING, alpha=0.0, temperature=TAU, **rest)
+    assert quiet_counter.get_total_flops() == 4 * per_product  # logits (2) + quantile pass (2)
+    assert loud_counter.get_total_flops() >= 5 * per_product  # + G W (+ G^T h)
     assert quiet.loss.item() == pytest.approx(loud.loss.item(), rel=1e-6)

@@ -112,7 +112,9 @@ def test_contrastive_loss_usable_mask_and_stats() -> None:
     assert loss.item() == pytest.approx(2 / 3)
     assert stats["usable"] == 1.0
     assert stats["margin_mean"] == pytest.approx((0 + 2 - 1) / 3)
-    assert stats["active_fraction"] == pytest.approx(2 / 3)
+    # token 0 (s = g = n) and token 2 (s = n) have h > 0; only token 2 has dh/ds != 0
+    assert stats["positive_fraction"] == pytest.approx(2 / 3)
+    assert stats["active_fraction"] == pytest.approx(1 / 3)
     loss.backward()
     assert torch.isfinite(student.grad).all() and bool((student.grad[1] == 0).all())
     none_usable, stats = contrastive_loss(student, good, bad, mask, margin=0.5, usable_B=torch.tensor([False, False]))
@@ -136,3 +138,59 @@ def test_feature_matching_hand_computation() -> None:
     loss = feature_matching_loss(student, teacher, mask)
     assert loss.item() == pytest.approx(((14 / 3 + 3) / 2 + 1 / 3) / 2)
     assert not math.isnan(loss.item())
+
+
+def test_active_fraction_counts_the_tokens_whose_hinge_has_a_gradient() -> None:
+    # Planted: s between g and n (gradient), s outside [g, n] with n - g < mu (h > 0, no
+    # gradient: h = mu + g - n whatever s is), and a mix drawn at random.
+    generator = torch.Generator().manual_seed(0)
+    good = -torch.rand(3, 40, generator=generator, dtype=torch.float64) * 3
+    bad = good + (torch.rand(3, 40, generator=generator, dtype=torch.float64) - 0.5) * 0.6
+    student = good + (torch.rand(3, 40, generator=generator, dtype=torch.float64) - 0.5) * 4
+    student[0, :5] = torch.minimum(good[0, :5], bad[0, :5]) - 1.0  # outside: inert
+    student[0, 5:10] = (good[0, 5:10] + bad[0, 5:10]) / 2  # inside: live
+    student = student.requires_grad_(True)
+    mask = torch.ones(3, 40)
+    mask[2, 30:] = 0
+    loss, stats = contrastive_loss(student, good, bad, mask, margin=0.5)
+    # Independent truth: the per-token derivative from autograd (the hinge is token-local).
+    (gradient,) = torch.autograd.grad(contrastive_hinge(student, good, bad, margin=0.5).sum(), student)
+    live = (gradient != 0) & (mask > 0)
+    positive = (contrastive_hinge(student, good, bad, margin=0.5) > 0) & (mask > 0)
+    tokens = float(mask.sum())
+    assert stats["active_fraction"] == pytest.approx(float(live.sum()) / tokens, abs=0.5 / tokens)
+    assert stats["positive_fraction"] == pytest.approx(float(positive.sum()) / tokens, abs=0.5 / tokens)
+    assert stats["positive_fraction"] - stats["active_fraction"] >= 5 / tokens  # the planted inert ones
+
+
+def test_global_normalizer_applies_to_the_contrastive_and_feature_matching_terms() -> None:
+    from unisd_core.config import ComponentsConfig, ContrastiveConfig, FeatureMatchingConfig
+    from unisd_core.losses import distillation_loss
+
+    generator = torch.Generator().manual_seed(1)
+    batch, steps, vocab, width = 3, 7, 5, 4
+    mask = torch.tensor([[1] * 7, [1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0]])
+    logits = torch.randn(batch, steps, vocab, generator=generator)
+    teacher = torch.randn(batch, steps, vocab, generator=generator)
+    ids = torch.randint(0, vocab, (batch, steps), generator=generator)
+    bad = -torch.rand(batch, steps, generator=generator) * 3
+    hidden_s, hidden_t = torch.randn(2, batch, steps, width, generator=generator)
+    usable = torch.tensor([True, True, False])
+    components = ComponentsConfig(contrastive=ContrastiveConfig(weight=1.0, margin=0.5),
+                                  feature_matching=FeatureMatchingConfig(weight=1.0))
+    out = distillation_loss(logits, teacher, ids, mask, components=components, alpha=0.0, temperature=0.7,
+                            normalizer="global", bad_teacher_logprobs_BT=bad, contrastive_usable_B=usable,
+                            student_hidden_BTH=hidden_s, teacher_hidden_BTH=hidden_t)
+    # float64 references: token means over the batch (contrastive: over the usable rows only)
+    s = torch.log_softmax(logits.double() / 0.7, -1).gather(-1, ids[..., None])[..., 0]
+    g = torch.log_softmax(teacher.double() / 0.7, -1).gather(-1, ids[..., None])[..., 0]
+    hinge = torch.relu(0.5 + (s - g).abs() - (s - bad.double()).abs())
+    rows = mask.double() * usable[:, None].double()
+    expected_hinge = float((hinge * rows).sum() / rows.sum())
+    distance = (hidden_s.double() - hidden_t.double()).pow(2).mean(-1)
+    expected_fm = float((distance * mask).sum() / mask.sum())
+    per_sequence_fm = float(((distance * mask).sum(-1) / mask.sum(-1)).mean())
+    assert abs(expected_fm - per_sequence_fm) > 1e-2 * expected_fm  # the two normalisers differ here
+    # float32 sums of <= 21 terms of size O(1): relative error well under 1e-5
+    assert out.metrics["contrastive/loss"] == pytest.approx(expected_hinge, rel=1e-5)
+    assert out.metrics["feature_matching/loss"] == pytest.approx(expected_fm, rel=1e-5)

@@ -245,3 +245,27 @@ def test_group_by_length_orders_longest_first_and_keeps_pairs():
                for m in grouped for e, c in zip(m.examples, m.completions))
     assert TrainConfig(model="m", group_by_length=True).fingerprint() == TrainConfig(model="m").fingerprint()
 
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_teacher_passes_carry_no_gradient(lora, tiny_train_config):
+    """Teacher, bad-teacher and agreement passes run without gradient: under LoRA they use the
+    student's own module (whose adapter requires grad), under full fine-tuning a frozen copy."""
+    from unisd_core.config import EmaConfig
+    from unisd_core.training.model_setup import build_student
+    from unisd_core.training.teachers import TeacherModels
+
+    overrides = {} if lora else {"lora": None}
+    for components in (ComponentsConfig(), ComponentsConfig(ema=EmaConfig())):
+        config = tiny_train_config(components=components, **overrides)
+        student, _ = build_student(config)
+        teachers = TeacherModels(config, student, lora=lora)
+        batch = build_forced_batch([[3, 4, 5], [6, 7]], [[8, 9], [10]], pad_id=0)
+        # base passes (agreement contexts) exist only where the base is kept: no EMA, or LoRA
+        base_batches = [batch] if (components.ema is None or lora) else []
+        teacher_outputs, base_outputs = teachers.run([batch, batch], base_batches, pad_id=0)
+        for output in teacher_outputs + base_outputs:
+            assert not output.hidden_RTH.requires_grad and output.hidden_RTH.grad_fn is None
+        frozen = [m for m in (teachers.frozen_base, teachers.ema.model if teachers.ema else None) if m is not None]
+        assert all(not p.requires_grad for module in frozen for p in module.parameters())
+        assert any(p.requires_grad for p in student.parameters())

@@ -10,7 +10,9 @@ applies it and appends the sampled completion):
 - ``induction``: K model-written general instructions (:mod:`.induction`).
 
 Departures from the paper: the donor's exact wording is ours (the paper gives the layout, not the
-text). Random donors are drawn per record from a generator seeded by (seed, record id), so a
+text). Retrieval embeds the whole student prompt x, as the paper says, but MiniLM reads only its
+first 256 word pieces: a long ScienceQA lecture or ToolAlpaca API doc pushes the question out of
+the window, and the neighbours are then found by the context alone (docs/departures.md). Random donors are drawn per record from a generator seeded by (seed, record id), so a
 record's donors do not depend on how many records came before it.
 """
 

@@ -13,8 +13,18 @@ Degenerate settings (tests): beta = 1 keeps the initial weights (the frozen teac
 LoRA adapter adds exactly zero); beta = 0 with every_steps = 1 copies the student after each step
 (a live teacher).
 
-Departures from the paper: none. The float32 full-model copy is a copy, not a view: at paper scale
-it costs 4 bytes per parameter on top of the student.
+Departures from the paper: under LoRA, "EMA(adapter)" is read as the EMA of the adapter's
+parameters, the factors A and B, each averaged on its own. The teacher's weight delta is then
+s * EMA(B) @ EMA(A), not EMA(s * B @ A) (the average of the deltas the student had); the two differ
+by the factors' co-movement over the averaging window (zero when either factor stays put; both
+give the frozen teacher at beta = 1 and the live student at beta = 0, every step). Why the
+factors: the exact delta average needs a float32 [d_out, d_in] tensor per adapted module, i.e.
+4 bytes per adapted base weight (about the whole model again in float32: ~28 GB at 7B), and a
+teacher pass with full substituted weights; the factors cost 4 bytes per adapter parameter,
+r (d_in + d_out) per module, and reuse the student's own forward. The choice is pinned by a test
+(tests/unit/test_training_precision.py) and listed in docs/departures.md. The float32 full-model copy
+(full fine-tuning) is a copy, not a view: at paper scale it costs 4 bytes per parameter on top of
+the student.
 """
 
 from __future__ import annotations

@@ -29,7 +29,10 @@ sometimes disobeys):
 
 Departures from the paper: prompt wording, the 0.7 sampling temperature, the per-record offset of
 the round-robin (record i, negative j takes target (i + j) mod n, so small ``num_negatives`` still
-cover every wrong option / flaw across the dataset) and the policy above are ours.
+cover every wrong option / flaw across the dataset) and the policy above are ours. The budget is
+``negative_max_new_tokens`` = 256 new tokens by default, where the authors' code allows 1024
+(the paper gives none): a negative mirrors a short gold demonstration, and a cut-off reply is
+parsed leniently or counted as unusable (docs/departures.md).
 """
 
 from __future__ import annotations

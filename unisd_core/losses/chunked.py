@@ -170,7 +170,8 @@ class _MetricSink:
         self._add("entropy", terms.entropy_sum)
         if terms.hinge_C is not None:
             usable_C = plan.usable_N[chunk]
-            self._add("active", ((terms.hinge_C > 0) & usable_C).sum())
+            self._add("active", (terms.trains_C & usable_C).sum())
+            self._add("positive", ((terms.hinge_C > 0) & usable_C).sum())
             self._add("margin", (terms.gap_C * usable_C).sum())
 
     def total(self, name: str) -> float:
@@ -215,7 +216,8 @@ def _plan(components: ComponentsConfig, completion_ids_BT, mask_BT, *, alpha, te
     margin = weight = 0.0
     if components.contrastive is not None:
         usable_B, token_mask_BT = usable_token_mask(mask_BT, contrastive_usable_B)
-        hinge_coef_N = _coefficients(lambda h: hinge_reduction(h, token_mask_BT, usable_B), shape, device)[mask_BT]
+        hinge_coef_N = _coefficients(lambda h: hinge_reduction(h, token_mask_BT, usable_B, normalizer=normalizer),
+                                    shape, device)[mask_BT]
         bad_N = torch.where(token_mask_BT, bad_teacher_logprobs_BT.float(), 0.0)[mask_BT]
         usable_N = token_mask_BT[mask_BT]
         margin, weight = components.contrastive.margin, components.contrastive.weight
@@ -242,6 +244,7 @@ def _sink_metrics(sink: _MetricSink, plan: TokenPlan, components: ComponentsConf
         metrics.update(term_metrics("contrastive", sink.parts[1], plan.contrastive_weight))
         metrics["contrastive/margin_mean"] = sink.total("margin") / usable_tokens
         metrics["contrastive/active_fraction"] = sink.total("active") / usable_tokens
+        metrics["contrastive/positive_fraction"] = sink.total("positive") / usable_tokens
 
 
 def chunked_distillation_loss(
@@ -284,7 +287,7 @@ def chunked_distillation_loss(
                                                          teacher_NH, teacher_weight_VH, **pass_args)
         metrics["divergence/mean"] = float(divergence_N.sum()) / max(1, divergence_N.numel())
         metrics["student_entropy"] = entropy_sum / max(1, divergence_N.numel())
-        loss = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH.detach(), mask_BT)
+        loss = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH.detach(), mask_BT, normalizer=normalizer)
         metrics.update({**term_metrics("feature_matching", loss, 1.0), "loss": float(loss.detach())})
         return LossOutput(loss=loss, metrics=metrics)
     cap = float("inf")  # no clipping: clip_at(l, inf) is the identity
@@ -303,7 +306,7 @@ def chunked_distillation_loss(
     loss = _ChunkedTokenLoss.apply(student_NH, student_head_weight_VH, teacher_NH, teacher_weight_VH, plan, sink)
     _sink_metrics(sink, plan, components, metrics)
     if fm is not None:
-        term = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH.detach(), mask_BT)
+        term = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH.detach(), mask_BT, normalizer=normalizer)
         loss = loss + fm.weight * term
         metrics.update(term_metrics("feature_matching", term, fm.weight))
     metrics["loss"] = float(loss.detach())

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unisd_core.losses.clipping import clip_at
-from unisd_core.losses.contrastive import contrastive_hinge
+from unisd_core.losses.contrastive import contrastive_hinge, hinge_gradient_mask
 from unisd_core.losses.divergences import (
     divergence_from_log_probs,
     entropy_from_log_probs,
@@ -89,6 +89,7 @@ class ChunkTerms:
     gap_C: Tensor | None
     entropy_sum: Tensor
     grad_logits_CV: Tensor | None
+    trains_C: Tensor | None = None  # tokens whose hinge gradient is non-zero (hinge_gradient_mask)
 
 
 def has_closed_form(alpha: float) -> bool:
@@ -136,7 +137,7 @@ def _token_scalars(plan: TokenPlan, chunk: slice, divergence_C: Tensor, student_
     with torch.enable_grad():
         divergence_C = divergence_C.detach().requires_grad_(need_grad)
         divergence_part = (plan.divergence_coef_N[chunk] * clip_at(divergence_C, plan.cap)).sum()
-        total, inputs, hinge_part, hinge_C, gap_C = divergence_part, [divergence_C], None, None, None
+        total, inputs, hinge_part, hinge_C, gap_C, trains_C = divergence_part, [divergence_C], None, None, None, None
         if plan.hinge_coef_N is not None:
             student_C = student_C.detach().requires_grad_(need_grad)
             hinge_C = contrastive_hinge(student_C, good_C, plan.bad_logprobs_N[chunk], margin=plan.margin)
@@ -145,12 +146,13 @@ def _token_scalars(plan: TokenPlan, chunk: slice, divergence_C: Tensor, student_
             inputs.append(student_C)
             with torch.no_grad():  # the logged margin |s - n| - |s - g|
                 gap_C = (student_C - plan.bad_logprobs_N[chunk]).abs() - (student_C - good_C).abs()
+                trains_C = hinge_gradient_mask(student_C, good_C, plan.bad_logprobs_N[chunk], hinge_C)
         grads = torch.autograd.grad(total, inputs) if need_grad else (None, None)
     c_C = grads[0]
     k_C = grads[1] if plan.hinge_coef_N is not None and need_grad else None
     hinge_part = None if hinge_part is None else hinge_part.detach()
     hinge_C = None if hinge_C is None else hinge_C.detach()
-    return divergence_part.detach(), hinge_part, hinge_C, gap_C, c_C, k_C
+    return divergence_part.detach(), hinge_part, hinge_C, (gap_C, trains_C), c_C, k_C
 
 
 def _forward_kl(student_log_CV: Tensor, teacher_log_CV: Tensor):
@@ -213,7 +215,7 @@ def closed_form_chunk(plan: TokenPlan, chunk: slice, student_hidden_CH: Tensor, 
     else:
         divergence_C, entropy_C, weighted_CV, student_p_CV, mass_C = _reverse_kl(student_log_CV, teacher_log_CV)
     del teacher_log_CV
-    divergence_part, hinge_part, hinge_C, gap_C, c_C, k_C = _token_scalars(
+    divergence_part, hinge_part, hinge_C, (gap_C, trains_C), c_C, k_C = _token_scalars(
         plan, chunk, divergence_C, student_C, good_C, need_grad)
     grad_CV = None
     if need_grad:
@@ -229,7 +231,8 @@ def closed_form_chunk(plan: TokenPlan, chunk: slice, student_hidden_CH: Tensor, 
             grad_CV = weighted_CV.mul_(c_C[:, None]).add_(student_p_CV.mul_(scale_C[:, None]))
             grad_CV = _add_hinge_onehot(grad_CV, ids_C, k_C)
         grad_CV = _finish_logit_grad(grad_CV, tanh_CV, plan.temperature)
-    return ChunkTerms(divergence_part, hinge_part, divergence_C, hinge_C, gap_C, entropy_C.sum(), grad_CV)
+    return ChunkTerms(divergence_part, hinge_part, divergence_C, hinge_C, gap_C, entropy_C.sum(), grad_CV,
+                      trains_C=trains_C)
 
 
 def autograd_chunk(plan: TokenPlan, chunk: slice, student_hidden_CH: Tensor, student_weight_VH: Tensor,
@@ -244,7 +247,7 @@ def autograd_chunk(plan: TokenPlan, chunk: slice, student_hidden_CH: Tensor, stu
         student_log_CV = scaled_log_probs(softcap_logits(logits_CV, plan.logit_softcap), plan.temperature)
         divergence_C = divergence_from_log_probs(student_log_CV, teacher_log_CV, plan.alpha)
         divergence_part = (plan.divergence_coef_N[chunk] * clip_at(divergence_C, plan.cap)).sum()
-        chunk_loss, hinge_part, hinge_C, gap_C = divergence_part, None, None, None
+        chunk_loss, hinge_part, hinge_C, gap_C, trains_C = divergence_part, None, None, None, None
         if plan.hinge_coef_N is not None:
             ids_C1 = plan.token_ids_N[chunk, None]
             student_C = student_log_CV.gather(-1, ids_C1).squeeze(-1)
@@ -252,6 +255,7 @@ def autograd_chunk(plan: TokenPlan, chunk: slice, student_hidden_CH: Tensor, stu
             hinge_C = contrastive_hinge(student_C, good_C, plan.bad_logprobs_N[chunk], margin=plan.margin)
             with torch.no_grad():
                 gap_C = (student_C - plan.bad_logprobs_N[chunk]).abs() - (student_C - good_C).abs()
+                trains_C = hinge_gradient_mask(student_C, good_C, plan.bad_logprobs_N[chunk], hinge_C)
             hinge_part = (plan.hinge_coef_N[chunk] * hinge_C).sum()
             chunk_loss = chunk_loss + plan.contrastive_weight * hinge_part
         (grad_CV,) = torch.autograd.grad(chunk_loss, [logits_CV]) if need_grad else (None,)
@@ -259,7 +263,7 @@ def autograd_chunk(plan: TokenPlan, chunk: slice, student_hidden_CH: Tensor, stu
         entropy_sum = entropy_from_log_probs(student_log_CV.detach()).sum()
     return ChunkTerms(divergence_part.detach(), None if hinge_part is None else hinge_part.detach(),
                       divergence_C.detach(), None if hinge_C is None else hinge_C.detach(), gap_C,
-                      entropy_sum, grad_CV)
+                      entropy_sum, grad_CV, trains_C=trains_C)
 
 
 def chunk_terms(plan: TokenPlan, chunk: slice, student_hidden_CH: Tensor, student_weight_VH: Tensor,

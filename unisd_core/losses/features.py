@@ -4,7 +4,9 @@ e_t = mean over the hidden dimension of (h_S - h_T)^2 at the positions predictin
 L_fm = mean_b (sum_t e_t M_t / max(1, sum_t M_t)). Float32 whatever the input dtype. The teacher
 hidden states must be passed detached (the caller's job, as for the logits).
 
-Departures from the paper: none.
+Departures from the paper: none at the default. Under ``normalizer="global"`` (an option of
+method.md 1.5) L_fm is the token mean sum_bt e M / sum_bt M, like the divergence term, instead of
+the per-sequence mean.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ def feature_distance(student_hidden_BTH: Tensor, teacher_hidden_BTH: Tensor) -> 
     return (student_hidden_BTH.float() - teacher_hidden_BTH.float()).pow(2).mean(dim=-1)
 
 
-def feature_matching_loss(student_hidden_BTH: Tensor, teacher_hidden_BTH: Tensor, mask_BT: Tensor) -> Tensor:
-    """L_fm: per-sequence masked mean of e_t, then mean over the batch. -> scalar."""
-    return masked_batch_loss(feature_distance(student_hidden_BTH, teacher_hidden_BTH), mask_BT)
+def feature_matching_loss(student_hidden_BTH: Tensor, teacher_hidden_BTH: Tensor, mask_BT: Tensor, *,
+                          normalizer: str = "sequence") -> Tensor:
+    """L_fm: per-sequence masked mean of e_t, then mean over the batch (``global``: the masked
+    token mean of the batch). -> scalar."""
+    return masked_batch_loss(feature_distance(student_hidden_BTH, teacher_hidden_BTH), mask_BT,
+                             normalizer=normalizer)

@@ -10,7 +10,10 @@ Teacher tensors (logits, hidden states, agreement and bad-teacher log-probs) mus
 
 Departures from the paper: feature matching in ``repr`` mode is L_fm alone, so it refuses to run
 together with the other loss components (agreement, contrastive, clipping) instead of silently
-ignoring them; divergence and entropy are still logged (without gradient).
+ignoring them; divergence and entropy are still logged (without gradient). :func:`sft_loss` takes
+the run's normaliser: per-sequence mean NLL by default, where most SFT code takes the token mean
+(``normalizer="global"``); method.md does not say (docs/departures.md). With ``global`` the
+contrastive and feature-matching terms are token means too.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def distillation_loss(
     Metrics: ``loss``, ``tokens``, ``divergence/mean`` (before clipping), ``divergence/loss``,
     ``student_entropy``, ``clipping/{clipped_fraction,cap}``, ``agreement/{weight_mean,
     weight_min,disagreement_mean[,disagreement_scale]}``, ``contrastive/{loss,weighted,usable,
-    margin_mean,active_fraction}``, ``feature_matching/{loss,weighted}`` (enabled parts only).
+    margin_mean,active_fraction,positive_fraction}``, ``feature_matching/{loss,weighted}`` (enabled parts only).
     """
     check_component_inputs(
         components, mask_BT, normalizer, student_logits_BTV=student_logits_BTV,
@@ -128,7 +131,7 @@ def distillation_loss(
             divergence_BT = token_divergence(student_logits_BTV, teacher_logits_BTV, alpha=alpha,
                                              temperature=temperature)
             metrics["divergence/mean"] = float(masked_mean(divergence_BT, mask_BT))
-        loss = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH, mask_BT)
+        loss = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH, mask_BT, normalizer=normalizer)
         metrics.update(term_metrics("feature_matching", loss, 1.0))
         metrics["loss"] = float(loss.detach())
         return LossOutput(loss=loss, metrics=metrics)
@@ -140,12 +143,13 @@ def distillation_loss(
         student_BT = sampled_token_logprobs(student_logits_BTV, completion_ids_BT, temperature=temperature)
         good_BT = sampled_token_logprobs(teacher_logits_BTV, completion_ids_BT, temperature=temperature)
         term, stats = contrastive_loss(student_BT, good_BT, bad_teacher_logprobs_BT, mask_BT,
-                                       margin=config.margin, usable_B=contrastive_usable_B)
+                                       margin=config.margin, usable_B=contrastive_usable_B,
+                                       normalizer=normalizer)
         loss = loss + config.weight * term
         metrics.update({f"contrastive/{k}": v for k, v in stats.items()})
         metrics.update(term_metrics("contrastive", term, config.weight))
     if fm is not None:
-        term = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH, mask_BT)
+        term = feature_matching_loss(student_hidden_BTH, teacher_hidden_BTH, mask_BT, normalizer=normalizer)
         loss = loss + fm.weight * term
         metrics.update(term_metrics("feature_matching", term, fm.weight))
     metrics["loss"] = float(loss.detach())

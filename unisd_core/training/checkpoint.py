@@ -1,7 +1,8 @@
 """Checkpoints that resume a run exactly: weights, optimizer, scheduler, EMA teacher, RNG, position.
 
 A checkpoint is a folder ``checkpoints/step-00000N/`` holding ``state.pt`` (the trainable weights:
-the adapter under LoRA, the full state dict otherwise; optimizer; scheduler; EMA teacher; torch,
+the adapter under LoRA, the full state dict otherwise; the float32 master weights of a bf16
+full fine-tuning; optimizer; scheduler; EMA teacher; torch,
 python and numpy RNG states) and ``meta.json`` (step, config fingerprint). The data position is
 the step count itself (the data order is a pure function of (seed, epoch)). A checkpoint is
 written to a temporary sibling folder and renamed into place, so a crash never leaves a partial
@@ -65,7 +66,8 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def save_checkpoint(output_dir: Path, step: int, *, config: TrainConfig, model: nn.Module, lora: bool,
-                    optimizer: torch.optim.Optimizer, scheduler: Any, ema: Any | None) -> Path:
+                    optimizer: torch.optim.Optimizer, scheduler: Any, ema: Any | None,
+                    master: Any | None = None) -> Path:
     """Write the checkpoint of ``step`` atomically and drop older ones. -> its folder."""
     root = checkpoint_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,7 @@ def save_checkpoint(output_dir: Path, step: int, *, config: TrainConfig, model: 
         "scheduler": scheduler.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "rng": rng_state(),
+        "master": master.state_dict() if master is not None else None,
     }
     torch.save(state, temporary / STATE_FILE)
     meta = {"step": step, "fingerprint": config.fingerprint(), "lora": lora}
@@ -93,7 +96,8 @@ def save_checkpoint(output_dir: Path, step: int, *, config: TrainConfig, model: 
 
 
 def load_checkpoint(path: Path, *, config: TrainConfig, model: nn.Module, lora: bool,
-                    optimizer: torch.optim.Optimizer, scheduler: Any, ema: Any | None) -> int:
+                    optimizer: torch.optim.Optimizer, scheduler: Any, ema: Any | None,
+                    master: Any | None = None) -> int:
     """Restore everything saved in ``path`` (RNG last). -> the step it was taken after."""
     meta = json.loads((Path(path) / META_FILE).read_text(encoding="utf-8"))
     if meta["fingerprint"] != config.fingerprint():
@@ -103,6 +107,10 @@ def load_checkpoint(path: Path, *, config: TrainConfig, model: nn.Module, lora: 
         )
     state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
     _load_weights(model, state["model"], lora)
+    if master is not None:  # the float32 master weights of a bf16 full fine-tuning (precision.py)
+        if state.get("master") is None:
+            raise ValueError(f"checkpoint {path} has no float32 master weights; resume=False to restart")
+        master.load_state_dict(state["master"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:

@@ -5,7 +5,8 @@ One optimizer step (method.md 1, 2.6): take the step's per_device_batch x grad_a
 pre-drawn samples: :mod:`.completions`), split into micro-batches, run each micro-step
 (:mod:`.step`; loss scaled by 1 / number of micro-batches, which is grad_accum except for a short
 last batch), clip the gradient norm, AdamW + cosine-with-warmup step, then the EMA update and the
-generation backend's weight sync. A non-finite loss or gradient norm raises
+generation backend's weight sync (a bf16 model under full fine-tuning is updated through float32
+master weights: :mod:`.precision`). A non-finite loss or gradient norm raises
 :class:`NonFiniteLossError` before the optimizer touches the weights. Checkpoints every
 ``checkpoint_every`` steps and when ``should_stop()`` turns true; ``resume=True`` continues from
 the last one and returns at once for a run that already finished.
@@ -40,6 +41,7 @@ from unisd_core.training.errors import NonFiniteLossError
 from unisd_core.training.examples import Example, prepare_examples
 from unisd_core.training.metrics import FanOutSink, JsonlSink, MetricsSink
 from unisd_core.training.model_setup import build_student, export_model, trainable_parameters
+from unisd_core.training.precision import MasterWeights, needs_master_weights
 from unisd_core.training.sequences import end_of_turn_id, eos_token_ids
 from unisd_core.training.step import combine_metrics, micro_step, split_micro_batches
 from unisd_core.training.teachers import TeacherModels
@@ -74,6 +76,7 @@ class TrainingRun:
     pad_id: int
     end_id: int
     ssd_samples: dict[str, list[int]] | None = None
+    master: MasterWeights | None = None  # float32 copies of a bf16 model's weights (full FT)
 
     @property
     def lora(self) -> bool:
@@ -110,8 +113,9 @@ def prepare_run(config: TrainConfig, records: Sequence[Record], *, caches: Any =
     model, tokenizer = build_student(config, device=device or default_device())
     examples, dropped = prepare_examples(config, records, tokenizer, caches)
     teachers = None if config.method in ("sft", "ssd") else TeacherModels(config, model, lora=config.lora is not None)
-    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+    master = MasterWeights(trainable_parameters(model)) if needs_master_weights(config) else None
+    optimizer = torch.optim.AdamW(master.parameters() if master else trainable_parameters(model),
+                                  lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(examples) / (config.per_device_batch * config.grad_accum))
     total = config.max_steps or config.epochs * steps_per_epoch
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
@@ -121,7 +125,7 @@ def prepare_run(config: TrainConfig, records: Sequence[Record], *, caches: Any =
     pad = tokenizer.pad_token_id
     return TrainingRun(config, model, tokenizer, teachers, optimizer, scheduler, backend, examples,
                        dropped, total, int(pad if pad is not None else eos_ids[0]),
-                       end_of_turn_id(tokenizer, eos_ids))
+                       end_of_turn_id(tokenizer, eos_ids), master=master)
 
 
 def accumulate_gradients(run: TrainingRun, step: int, examples: Sequence[Example],
@@ -135,6 +139,7 @@ def accumulate_gradients(run: TrainingRun, step: int, examples: Sequence[Example
                             scale=1.0 / len(micros))
         if not math.isfinite(float(output.loss.detach())):
             run.optimizer.zero_grad(set_to_none=True)
+            run.model.zero_grad(set_to_none=True)
             raise NonFiniteLossError(step, output.metrics)
         outputs.append(output.metrics)
     return combine_metrics(outputs)
@@ -149,12 +154,17 @@ def optimizer_step(run: TrainingRun, step: int) -> dict[str, float]:
         end_id=run.end_id, ssd_samples=run.ssd_samples)
     generated = time.perf_counter()
     values = accumulate_gradients(run, step, examples, completions)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable_parameters(run.model), run.config.max_grad_norm))
+    if run.master is not None:
+        run.master.grads_to_master()
+    updated = run.master.parameters() if run.master is not None else trainable_parameters(run.model)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(updated, run.config.max_grad_norm))
     values.update(grad_norm=grad_norm, learning_rate=float(run.scheduler.get_last_lr()[0]))
     if not math.isfinite(grad_norm):
         run.optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLossError(step, values)
     run.optimizer.step()
+    if run.master is not None:
+        run.master.master_to_model()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     if run.teachers is not None and run.teachers.after_optimizer_step(step):
@@ -214,7 +224,7 @@ def train(config: TrainConfig, records: list[Record], *, output_dir: Path,
     run = prepare_run(config, records, caches=caches, device=device)
     ema = run.teachers.ema if run.teachers is not None else None
     state = dict(config=config, model=run.model, lora=run.lora, optimizer=run.optimizer,
-                 scheduler=run.scheduler, ema=ema)
+                 scheduler=run.scheduler, ema=ema, master=run.master)
     checkpoint = latest_checkpoint(output_dir) if resume else None
     start = load_checkpoint(checkpoint, **state) if checkpoint is not None else 0
     if config.method == "ssd":

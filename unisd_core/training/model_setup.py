@@ -6,7 +6,8 @@ wraps it with the LoRA settings of the config (``TrainConfig.lora = None``: full
 ``AutoTokenizer.from_pretrained`` load: under LoRA the adapter is merged into a copy of the
 weights, so evaluation needs no peft.
 
-Departures from the paper: none.
+Departures from the paper: none. Full fine-tuning of a bf16 model trains through float32 master
+weights that the loop keeps (:mod:`.precision`), so its updates do not round away.
 """
 
 from __future__ import annotations
