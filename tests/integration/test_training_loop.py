@@ -164,6 +164,25 @@ def test_grad_accumulation_4x1_equals_1x4(lora, tiny_train_config, tiny_train_re
         assert_close_scaled(gradients[1][name], gradients[0][name], terms=TERMS, msg=name)
 
 
+def test_short_last_batch_is_divided_by_its_own_micro_batch_count(tiny_train_config, tiny_train_records):
+    """The loop's documented departure: 6 examples at 2 x 2 leave step 2 one micro-batch, whose
+    loss is divided by 1 (its micro-batch count), not by grad_accum = 2: the same gradient as a
+    2 x 1 step on those examples. Dividing by grad_accum would halve it (fails at ~5e3x the bound)."""
+    records = tiny_train_records(6)
+    completions = [[5, 6, 7, 2], [8, 9, 10, 2]]
+    gradients = []
+    for accum, step in ((2, 2), (1, 1)):
+        run = prepare_run(tiny_train_config(per_device_batch=2, grad_accum=accum), records)
+        if accum == 2:
+            examples = run.examples_for_step(2)
+            assert len(examples) == 2  # the short last batch of the epoch
+        accumulate_gradients(run, step, examples, completions)
+        gradients.append(_gradients(run))
+    assert gradients[0].keys() == gradients[1].keys() and gradients[0]
+    for name in gradients[0]:
+        assert_close_scaled(gradients[0][name], gradients[1][name], terms=TERMS, msg=name)
+
+
 def test_group_by_length_moves_rows_between_micro_batches_not_the_gradient(
         tiny_train_config, tiny_train_records, tiny_prepared_caches):
     """Length grouping only changes which prompts share a micro-batch: without per-micro-batch
