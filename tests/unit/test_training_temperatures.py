@@ -9,16 +9,20 @@ at a time without padding, then ``log_softmax(logits / tau)`` at the completion 
 
 A plain-vs-chunked comparison cannot see a temperature swapped in the loop (both paths receive
 the same wrong log-probs); this test fails by two orders of magnitude over its tolerance for each
-swap (see the mutation notes of issue 13).
+swap (see the mutation notes of issue 13). A second test takes one optimizer step first, so that
+the EMA teacher differs from the base: the bad teacher must then score with the teacher's weights
+and the contexts still with the base.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 
 from tolerances import assert_close_scaled
-from unisd_core.config import AgreementConfig, ComponentsConfig, ContrastiveConfig
+from unisd_core.config import AgreementConfig, ComponentsConfig, ContrastiveConfig, EmaConfig
 from unisd_core.models.tokenizer import VOCAB_SIZE
 
 TAU = 0.6  # far enough from 1 that a swap moves every log-prob
@@ -109,3 +113,35 @@ def test_agreement_at_tau_one_and_bad_teacher_at_training_tau(model, lora, softc
             else:
                 assert bool((bad_BT[row] == 0).all())
     assert sum(not bool(call["contrastive_usable_B"].all()) for call in calls) == 1  # r1 was used
+
+
+def test_after_a_step_the_bad_teacher_uses_the_ema_teacher_and_contexts_the_base(
+        monkeypatch, tiny_train_config, tiny_train_records, tiny_prepared_caches):
+    from unisd_core.models.zoo import load_model_and_tokenizer
+    from unisd_core.training.loop import accumulate_gradients, optimizer_step, prepare_run
+
+    records = tiny_train_records(4)
+    components = COMPONENTS.model_copy(update={"ema": EmaConfig(every_steps=1, beta=0.0)})
+    run = prepare_run(tiny_train_config(components=components, per_device_batch=2, temperature=TAU,
+                                        learning_rate=5e-2), records, caches=tiny_prepared_caches(records, k=2))
+    optimizer_step(run, 1)  # the student moves; beta = 0: the EMA teacher is now a copy of it
+    teacher_model = copy.deepcopy(run.model).merge_and_unload().double().eval()
+    base_model = load_model_and_tokenizer(run.config.model)[0].double().eval()
+    examples, completions = run.examples[:2], [[40, 41, 42, run.end_id], [50, 51, run.end_id]]
+    probe = examples[0].negative_prompt_ids
+    moved = (_reference_logprobs(teacher_model, probe, completions[0], TAU)
+             - _reference_logprobs(base_model, probe, completions[0], TAU)).abs().max()
+    assert moved > 1e-2, "the teacher must differ from the base for this test to mean anything"
+
+    calls = _spy_on_losses(monkeypatch)
+    accumulate_gradients(run, 2, examples, completions)
+    (call,) = calls
+    for row, (example, completion) in enumerate(zip(examples, completions)):
+        steps = len(completion)
+        for k in range(2):  # terms: see the test above
+            assert_close_scaled(call["agreement_logprobs_KBT"][k, row, :steps],
+                                _reference_logprobs(base_model, example.context_prompt_ids[k], completion, 1.0),
+                                terms=VOCAB_SIZE, msg=f"agreement context {k} (the frozen base), row {row}")
+        assert_close_scaled(call["bad_teacher_logprobs_BT"][row, :steps],
+                            _reference_logprobs(teacher_model, example.negative_prompt_ids, completion, TAU),
+                            terms=VOCAB_SIZE, msg=f"bad teacher (the EMA teacher), row {row}")
