@@ -38,7 +38,8 @@ def test_processes_racing_on_an_empty_cache_share_one_build(
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)
     ]
-    outputs = [process.communicate(timeout=120) for process in processes]
+    # a deadline against hangs, not a speed claim: two builds on two busy cores can take minutes
+    outputs = [process.communicate(timeout=600) for process in processes]
     assert all(process.returncode == 0 for process in processes), [err for _, err in outputs]
     folders = {stdout.strip().splitlines()[-1] for stdout, _ in outputs}
     assert len(folders) == 1

@@ -49,15 +49,27 @@ def base_cell(name, seed=0):
                     seed=seed, benchmarks=BENCHMARKS, eval=EVAL, data=DataSettings(limit=4))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Deadlines below guard against hangs; they are not speed claims. Each is several times what the
+# step takes with both cores busy (the suite once ran 15 min under load against 4.5 min idle).
+STARTUP_DEADLINE_S = 600
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports: all sockets stay bound until every port is chosen,
+    so the kernel cannot hand the same ephemeral port out twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def wait_for(predicate, timeout_s, what):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.5)
@@ -80,7 +92,7 @@ def stop_group(process: subprocess.Popen, grace_s: float = 10) -> None:
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = free_port()
+    (port,) = free_ports(1)
     store = tmp_path / "server"
     store.mkdir()
     process = subprocess.Popen(
@@ -99,12 +111,13 @@ def mlflow_server(tmp_path):
             return False
 
     try:
-        wait_for(healthy, 90, "the MLflow server")
+        wait_for(healthy, STARTUP_DEADLINE_S, "the MLflow server")
         yield uri
     finally:
         stop_group(process, grace_s=3)
 
 
+@pytest.mark.timeout(1800)
 def test_study_on_mlflow_server_with_worker_kill_oom_and_nan(tmp_path, monkeypatch,
                                                               mlflow_server):
     cells = [trained_cell("sdft"), trained_cell("ema", seed=1, batch=2, accum=1,
@@ -170,9 +183,14 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+SLOW_STEPS, SLOW_STEP_S = 24, 5
+
+
 def start_driver(tmp_path, output, log_name):
-    """``python -m pipelines run`` in its own session, the slow cell sleeping 2 s per step."""
-    environment = {**os.environ, "UNISD_FAULTS": "slow@slow:2"}
+    """``python -m pipelines run`` in its own session, the slow cell sleeping 5 s per step: its
+    training lasts >= 2 min however fast the machine, so the fast cell (2 steps, evaluation,
+    record) is done long before it even on two busy cores."""
+    environment = {**os.environ, "UNISD_FAULTS": f"slow@slow:{SLOW_STEP_S}"}
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines", "run", str(tmp_path / "cells.json"),
          "--study-name", "killed", "--output-dir", str(output)],
@@ -185,10 +203,11 @@ def latest_step(checkpoints: Path) -> int:
     return max(done, default=0)
 
 
+@pytest.mark.timeout(1800)
 def test_ctrl_c_then_driver_killed_then_rerun(tmp_path):
     """A 2-cell study on SQLite: Ctrl-C, resume, SIGKILL the driver's group, resume again."""
     output = tmp_path / "study"
-    cells = [trained_cell("fast", max_steps=2), trained_cell("slow", seed=1, max_steps=12)]
+    cells = [trained_cell("fast", max_steps=2), trained_cell("slow", seed=1, max_steps=SLOW_STEPS)]
     save_cells(cells, tmp_path / "cells.json")
     slow_train = f"train-{cells[1].train_key()[:10]}"
     checkpoints = output / "steps" / slow_train / "train" / "checkpoints"
@@ -203,19 +222,19 @@ def test_ctrl_c_then_driver_killed_then_rerun(tmp_path):
                 return False
             status = {row["cell"]: row["status"] for row in study_status(output).cells}
             return status["fast"] == "done" and latest_step(checkpoints) > 0
-        wait_for(fast_recorded_and_slow_training, 240, "the fast cell and a slow checkpoint")
+        wait_for(fast_recorded_and_slow_training, STARTUP_DEADLINE_S, "the fast cell and a slow checkpoint")
         assert step_status(slow_train) == "running"  # read from another process
         os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
-        assert driver.wait(timeout=120) == 130
+        assert driver.wait(timeout=300) == 130
     finally:
         stop_group(driver)
     assert step_status(slow_train) == "interrupted" and (output / "STOP").exists()
     stopped_at = latest_step(checkpoints)
-    assert 0 < stopped_at < 12
+    assert 0 < stopped_at < SLOW_STEPS
 
     driver = start_driver(tmp_path, output, "driver2.log")
     try:
-        wait_for(lambda: latest_step(checkpoints) > stopped_at, 240, "training to resume")
+        wait_for(lambda: latest_step(checkpoints) > stopped_at, STARTUP_DEADLINE_S, "training to resume")
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver dies with no chance to clean up
         stop_group(driver)
@@ -245,11 +264,12 @@ def test_ctrl_c_then_driver_killed_then_rerun(tmp_path):
     assert set(items["benchmark"]) == set(BENCHMARKS)
 
 
+@pytest.mark.timeout(1800)
 def test_ray_job_submit_to_loopback_head(tmp_path):
-    ports = {name: free_port() for name in (
-        "port", "dashboard-port", "ray-client-server-port", "node-manager-port",
-        "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "runtime-env-agent-port", "metrics-export-port")}
+    names = ("port", "dashboard-port", "ray-client-server-port", "node-manager-port",
+             "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+             "runtime-env-agent-port", "metrics-export-port")
+    ports = dict(zip(names, free_ports(len(names))))
     ray_bin = str(Path(sys.executable).parent / "ray")
     ray_temp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # AF_UNIX paths: 107 bytes at most
     environment = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -267,14 +287,14 @@ def test_ray_job_submit_to_loopback_head(tmp_path):
                               env=environment, capture_output=True).returncode == 0
 
     try:
-        wait_for(job_server_up, 120, "the Ray head's job server")
+        wait_for(job_server_up, STARTUP_DEADLINE_S, "the Ray head's job server")
         save_cells([base_cell("base")], tmp_path / "cells.json")
         output = tmp_path / "study"
         submitted = subprocess.run(
             [ray_bin, "job", "submit", "--address", dashboard, "--", sys.executable, "-m",
              "pipelines", "run", str(tmp_path / "cells.json"), "--study-name", "submitted",
              "--output-dir", str(output), "--address", "auto", "--no-progress"],
-            env=environment, capture_output=True, text=True, timeout=300)
+            env=environment, capture_output=True, text=True, timeout=900)
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         assert "base: done" in submitted.stdout
     finally:

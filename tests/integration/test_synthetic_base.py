@@ -32,7 +32,6 @@ def short_base(tmp_path_factory):
                                 settings, stats)
 
 
-@pytest.mark.timeout(300)
 def test_short_pretraining_follows_the_answer_format(short_base) -> None:
     model, tokenizer = load_model_and_tokenizer(str(short_base))
     tokenizer.padding_side = "left"
@@ -51,7 +50,6 @@ def test_short_pretraining_follows_the_answer_format(short_base) -> None:
         assert letter in "ABCD" and rule == "answer_line"
 
 
-@pytest.mark.timeout(300)
 def test_lm_eval_task_scores_like_the_effect_script(short_base) -> None:
     """``unisd_synthetic`` through lm-eval and the effect script's greedy scoring agree per item."""
     from benchmarks.synthetic_effect import item_scores

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -61,7 +60,6 @@ def test_per_model_overrides_win_over_study_training() -> None:
 
 
 def test_paper_plan_counts_jobs_by_kind() -> None:
-    started = time.perf_counter()
     spec = load_study(ROOT / "studies" / "paper.yaml")
     cells = expand_grid(spec)
     plan = plan_cells(cells)
@@ -71,7 +69,6 @@ def test_paper_plan_counts_jobs_by_kind() -> None:
                          "train": trained, "evaluate": trained}
     assert len(cells) == trained + models * training_sets
     assert plan.total_seconds > 0 and plan.gpu_hours == plan.total_seconds / 3600
-    assert time.perf_counter() - started < 60
 
 
 def test_plan_seconds_grow_with_components_and_steps() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import pytest
 
+from tolerances import assert_close_scaled
 from benchmarks import gpu_check, loss_path, orchestration, step_cost
 from benchmarks.measure import PeakMemory, run_worker, table
 
@@ -27,8 +28,9 @@ def test_loss_path_workers_agree_and_chunked_is_leaner():
     plain = run_worker(loss_path.SCRIPT, [*common, "--path", "plain"], timeout_s=300)
     chunked = run_worker(loss_path.SCRIPT, [*common, "--path", "chunked", "--chunk-size", "32"], timeout_s=300)
     assert "error" not in plain and "error" not in chunked, (plain, chunked)
-    assert chunked["loss"] == pytest.approx(plain["loss"], rel=1e-5)
-    assert chunked["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4)
+    # two float32 paths: a 32000-way softmax per token, then sums over the 128 tokens
+    assert_close_scaled(chunked["loss"], plain["loss"], terms=32000 + 128, msg="loss")
+    assert_close_scaled(chunked["grad_norm"], plain["grad_norm"], terms=32000 + 128, msg="gradient norm")
     # plain holds several [256, 32000] float32 buffers (31 MiB each); chunked a few [32, V] ones
     assert plain["peak_mib"] > 60
     assert chunked["peak_mib"] < 0.5 * plain["peak_mib"]

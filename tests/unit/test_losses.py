@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from tolerances import assert_close_scaled
 from unisd_core.config import ClippingConfig
 from unisd_core.losses.clipping import clip_at, clip_divergence, quantile_cap
 from unisd_core.losses.divergences import sampled_token_logprobs, token_divergence, token_entropy
 from unisd_core.losses.reductions import masked_batch_loss, masked_sequence_mean
 
 torch.set_num_threads(1)
+
+
+# float32 results against float64 references: one V-way softmax per token (tests/tolerances.py)
+V = 5
 
 
 def random_logits(seed: int, shape=(2, 4, 5), scale: float = 2.0) -> torch.Tensor:
@@ -51,8 +56,10 @@ def test_forward_kl_two_class_hand_computation() -> None:
     forward = token_divergence(student, teacher, alpha=0.0, temperature=1.0)
     reverse = token_divergence(student, teacher, alpha=1.0, temperature=1.0)
     assert forward.shape == (1, 1)
-    assert forward.item() == pytest.approx(expected_forward, rel=1e-6)
-    assert reverse.item() == pytest.approx(expected_reverse, rel=1e-6)
+    # Hand values, but float32 sums of O(1) terms that cancel (0.131 = -0.173 + 0.304): the error
+    # scales with the terms (scale 1), not with the small result; a relative 1e-6 failed here.
+    assert_close_scaled(forward.item(), expected_forward, terms=2, scale=1.0, msg="forward KL")
+    assert_close_scaled(reverse.item(), expected_reverse, terms=2, scale=1.0, msg="reverse KL")
 
 
 def test_jsd_half_two_class_hand_computation() -> None:
@@ -63,7 +70,8 @@ def test_jsd_half_two_class_hand_computation() -> None:
         0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
     )
     value = token_divergence(student, teacher, alpha=0.5, temperature=1.0)
-    assert value.item() == pytest.approx(expected, rel=1e-6)
+    # 0.0338 from terms up to 0.14 that cancel: rel 1e-6 failed on this machine (error 1.07e-6 rel)
+    assert_close_scaled(value.item(), expected, terms=2, scale=1.0, msg="JSD(0.5)")
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 0.5, 0.9, 1.0])
@@ -73,7 +81,7 @@ def test_divergence_matches_numpy_reference(alpha: float, temperature: float) ->
     value = token_divergence(student, teacher, alpha=alpha, temperature=temperature)
     reference = numpy_divergence(student.numpy(), teacher.numpy(), alpha, temperature)
     assert value.shape == (2, 4)
-    np.testing.assert_allclose(value.numpy(), reference, rtol=1e-5, atol=1e-7)
+    assert_close_scaled(value, reference, terms=V, msg="divergence vs float64")
 
 
 def test_forward_kl_matches_torch_kl_div() -> None:
@@ -82,14 +90,14 @@ def test_forward_kl_matches_torch_kl_div() -> None:
     log_t = torch.log_softmax(teacher / 0.7, dim=-1)
     reference = torch.nn.functional.kl_div(log_s, log_t, reduction="none", log_target=True).sum(-1)
     value = token_divergence(student, teacher, alpha=0.0, temperature=0.7)
-    torch.testing.assert_close(value, reference, rtol=1e-5, atol=1e-7)
+    assert_close_scaled(value, reference, terms=V, msg="forward KL vs kl_div")
 
 
 def test_jsd_properties() -> None:
     student, teacher = random_logits(4), random_logits(5)
     forward = token_divergence(student, teacher, alpha=0.5, temperature=1.0)
     swapped = token_divergence(teacher, student, alpha=0.5, temperature=1.0)
-    torch.testing.assert_close(forward, swapped, rtol=1e-5, atol=1e-7)
+    assert_close_scaled(forward, swapped, terms=V, msg="JSD symmetry")
     assert bool((forward > 0).all()) and bool((forward <= math.log(2) + 1e-6).all())
     for alpha in (0.0, 0.3, 0.5, 1.0):
         same = token_divergence(student, student.clone(), alpha=alpha, temperature=0.7)
@@ -107,7 +115,7 @@ def test_divergence_is_float32_from_bf16_and_gradient_flows() -> None:
     value = token_divergence(student, teacher, alpha=0.0, temperature=0.7)
     assert value.dtype == torch.float32
     reference = numpy_divergence(student.detach().float().numpy(), teacher.float().numpy(), 0.0, 0.7)
-    np.testing.assert_allclose(value.detach().numpy(), reference, rtol=1e-5, atol=1e-6)
+    assert_close_scaled(value, reference, terms=V, msg="divergence of bf16 logits vs float64")
     value.sum().backward()
     assert student.grad is not None and student.grad.abs().sum().item() > 0
 
@@ -139,7 +147,7 @@ def test_forward_kl_gradient_is_student_minus_teacher_probs() -> None:
     teacher = random_logits(11)
     token_divergence(student, teacher, alpha=0.0, temperature=0.7).sum().backward()
     expected = (torch.softmax(student.detach() / 0.7, -1) - torch.softmax(teacher / 0.7, -1)) / 0.7
-    torch.testing.assert_close(student.grad, expected, rtol=1e-5, atol=1e-6)
+    assert_close_scaled(student.grad, expected, terms=V, msg="forward KL gradient")
 
 
 def test_sampled_token_logprobs_and_entropy() -> None:
@@ -149,10 +157,10 @@ def test_sampled_token_logprobs_and_entropy() -> None:
     probs = numpy_softmax(logits.to(torch.bfloat16).float().numpy(), 0.7)
     expected = np.log(np.take_along_axis(probs, ids.numpy()[..., None], axis=-1)[..., 0])
     assert value.dtype == torch.float32
-    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert_close_scaled(value, expected, terms=V, msg="sampled-token log-probs vs float64")
     entropy = token_entropy(logits, temperature=1.0)
     p = numpy_softmax(logits.numpy(), 1.0)
-    np.testing.assert_allclose(entropy.numpy(), -(p * np.log(p)).sum(-1), rtol=1e-5)
+    assert_close_scaled(entropy, -(p * np.log(p)).sum(-1), terms=V, msg="entropy vs float64")
     uniform = token_entropy(torch.zeros(1, 1, 4))
     assert uniform.item() == pytest.approx(math.log(4), rel=1e-6)
 

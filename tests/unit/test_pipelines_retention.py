@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from tolerances import assert_close_scaled
 from evaluation.retention import completion_logprobs, pplret
 from pipelines.job import JobFunctions, skip_retention
 from pipelines.retention_step import measure_retention, merge_retention
@@ -58,8 +59,9 @@ def test_trained_step_against_identical_weights(setting):
                                                 device="cuda" if cuda else "cpu")
     expected = completion_logprobs(model, tokenizer, [records[0].prompt, records[2].prompt],
                                    [predictions[0], predictions[2]])
-    for got, want in zip((items[0], items[2]), expected):
-        assert got["base_logprob"] == pytest.approx(float(want.mean()), abs=1e-4)
+    for got, want in zip((items[0], items[2]), expected):  # terms: 2048-way head + decoder matmuls
+        assert_close_scaled(got["base_logprob"], float(want.mean()), terms=2048 + 3 * 64,
+                            dtype=torch.bfloat16 if cuda else torch.float32, msg="base log-prob")
     assert result["metrics"]["pplret"] == pytest.approx(
         pplret([items[0]["base_logprob"], items[2]["base_logprob"]]), rel=1e-6)
     assert result["metrics"]["gold_perplexity"] == pytest.approx(
