@@ -19,9 +19,8 @@ Departures from the paper: none.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -42,29 +41,6 @@ class MicroBatch:
 
     examples: Sequence[Example]
     completions: Sequence[Sequence[int]]
-
-
-# Observers of the teacher-side scores (a seam for loop-level tests and diagnostics; empty in
-# training): each is called as observer(kind, output, token_ids_BT, logprobs_BT) with kind
-# "agreement" (once per context, in order) or "bad_teacher", the pass (hidden states + head) the
-# scores came from, the token ids scored and the log-probs the loss receives.
-ScoreObserver = Callable[[str, "PassOutput", Tensor, Tensor], None]
-_SCORE_OBSERVERS: list[ScoreObserver] = []
-
-
-@contextlib.contextmanager
-def observe_teacher_scores(observer: ScoreObserver) -> Iterator[None]:
-    """Call ``observer`` for every agreement-context and bad-teacher score inside the block."""
-    _SCORE_OBSERVERS.append(observer)
-    try:
-        yield
-    finally:
-        _SCORE_OBSERVERS.remove(observer)
-
-
-def _notify(kind: str, output: "PassOutput", token_ids_BT: Tensor, logprobs_BT: Tensor) -> None:
-    for observer in list(_SCORE_OBSERVERS):
-        observer(kind, output, token_ids_BT, logprobs_BT)
 
 
 def divergence_alpha(config: TrainConfig) -> float:
@@ -120,9 +96,8 @@ def _bad_teacher_logprobs(bad: PassOutput | None, usable: list[int], batch: Forc
     if bad is not None:
         index = torch.tensor(usable, dtype=torch.long, device=device)
         width = int(bad.hidden_RTH.shape[1])
-        ids_BT = batch.completion_ids_BT[index, :width]
-        logprobs_BT[index, :width] = scores_BT = pass_logprobs(bad, ids_BT, temperature=temperature, chunk=chunk)
-        _notify("bad_teacher", bad, ids_BT, scores_BT)
+        logprobs_BT[index, :width] = pass_logprobs(bad, batch.completion_ids_BT[index, :width],
+                                                   temperature=temperature, chunk=chunk)
         usable_B[index] = True
     return logprobs_BT, usable_B
 
@@ -144,8 +119,6 @@ def distillation_micro_step(config: TrainConfig, student: nn.Module, teachers: T
     agreement_KBT = None
     if components.agreement is not None:  # scored at tau = 1 (method.md 2.1)
         agreement_KBT = torch.stack([pass_logprobs(c, ids_BT, temperature=1.0, chunk=chunk) for c in contexts])
-        for context, scores_BT in zip(contexts, agreement_KBT):
-            _notify("agreement", context, ids_BT, scores_BT)
     bad_BT, usable_B = (None, None)
     if components.contrastive is not None:
         bad_BT, usable_B = _bad_teacher_logprobs(bad, usable, teacher_batch, config.temperature, chunk)
