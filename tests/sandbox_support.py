@@ -29,6 +29,12 @@ requires_isolation = pytest.mark.skipif(
 )
 
 
+def skip_code_without_sandbox(benchmark: str) -> None:
+    """Skip a test that scores code items (MBPP, HumanEval) where the sandbox refuses to run."""
+    if benchmark in ("mbpp", "humaneval") and MODE is None:
+        pytest.skip(f"scoring {benchmark} needs the code sandbox: {WHY_NOT}")
+
+
 def processes_with(marker: str) -> list[int]:
     """Pids of live processes whose command line contains ``marker`` (zombies count as gone)."""
     found = []

@@ -136,3 +136,11 @@ def test_refuses_without_isolation_unless_opted_in(tmp_path, monkeypatch) -> Non
         assert score_code("def f():\n    return 2", "assert f() == 1")[2].endswith("[sandbox: processes]")
     finally:
         sandbox_isolation._probe.cache_clear()
+
+
+def test_runs_are_tagged_with_the_sandbox_mode() -> None:
+    from pipelines.mlflow_adapter import provenance_tags
+
+    assert provenance_tags()["unisd.sandbox.mode"] == sandbox_isolation.describe_mode()
+    assert sandbox_isolation.describe_mode() in ("bwrap-root", "bwrap-user", "processes",
+                                                 "unavailable")
