@@ -12,10 +12,13 @@ sandbox_runner` runs inside):
 
 The evaluator decides: an item passes only when the judge exited cleanly with a ``passed``
 verdict before the wall-clock deadline, within the output limit. Whatever else happens scores 0
-with a reason naming what the program did (``assertion_failed``, ``program_raised: ValueError``,
-``not_plain_data``, ``timeout``, ``cpu_time_limit``, ``memory_limit``, ``output_limit``,
-``exit_called``, ``program_ended``, ``syntax_error``); the mode is appended by
-:func:`evaluation.scorers.score_code`.
+with a reason naming what the program did: ``assertion_failed`` (a test failed), ``error`` (the
+tests raised, e.g. on a wrong return type), ``program_raised: ValueError: ...``, ``syntax_error``,
+``exit_called``, ``program_ended`` (it exited or was killed mid-test), ``not_plain_data`` (it
+returned an object, not data), ``timeout``, ``cpu_time_limit``, ``memory_limit``,
+``file_size_limit``, ``disk_limit``, ``output_limit``; ``protocol_error`` when it wrote garbage
+into its reply channel, ``harness_failed`` when the judge itself broke. The isolation mode is
+appended by :func:`evaluation.scorers.score_code`.
 
 Threat model. Guaranteed in the bwrap modes (given a kernel without an exploitable bug): the
 program cannot read or write the evaluator's files or environment, cannot see or signal any
@@ -127,7 +130,7 @@ def run_program(
         finally:
             _stop(run)
     streams = {name: stream for name, stream in run.streams.values()}
-    reason = _reason(run, verdict, timed_out, overflow, mode)
+    reason = _reason(run, verdict, timed_out, overflow, mode, streams["judge"].text())
     return ExecutionResult(
         passed=(reason == "passed" and run.judge.returncode == 0),
         reason=reason,
@@ -145,6 +148,7 @@ def _start(mode: str, limits: str, scratch: str) -> _Run:
     verdict_r, verdict_w = os.pipe()
     outputs = {name: os.pipe() for name in ("stdout", "stderr", "judge")}
     common = {"start_new_session": True, "cwd": "/", "close_fds": True}
+    started: list[subprocess.Popen] = []
     try:
         with open(Path(scratch, "program.py"), "rb") as source:
             program = subprocess.Popen(
@@ -154,6 +158,7 @@ def _start(mode: str, limits: str, scratch: str) -> _Run:
                 pass_fds=(to_program_r, to_judge_w),
                 env=sandbox_environment(str(Path(scratch, "program"))), **common,
             )
+        started.append(program)
         with open(Path(scratch, "judge.py"), "rb") as source:
             judge = subprocess.Popen(
                 runner_command(mode, "judge", limits, [to_program_w, to_judge_r, verdict_w],
@@ -162,6 +167,13 @@ def _start(mode: str, limits: str, scratch: str) -> _Run:
                 pass_fds=(to_program_w, to_judge_r, verdict_w),
                 env=sandbox_environment(str(Path(scratch, "judge"))), **common,
             )
+    except BaseException:
+        for process in started:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        for descriptor in (verdict_r, *(read for read, _ in outputs.values())):
+            os.close(descriptor)
+        raise
     finally:
         for descriptor in (to_program_r, to_program_w, to_judge_r, to_judge_w, verdict_w,
                            *(write for _, write in outputs.values())):
@@ -191,7 +203,8 @@ def _supervise(run: _Run, deadline: float) -> tuple[bytes, bool, bool]:
                 now >= grace_until or run.verdict_fd not in selector.get_map()
             ):
                 return bytes(verdict.kept), False, False
-            for key, _ in selector.select(timeout=0.05 if grace_until else min(deadline - now, 0.5)):
+            wait = 0.05 if grace_until else min(deadline - now, 0.5)
+            for key, _ in selector.select(timeout=wait):
                 _drain(selector, key.fd, run.streams.get(key.fd, ("verdict", verdict))[1])
             if sum(stream.total for _, stream in run.streams.values()) > limit:
                 return bytes(verdict.kept), False, True
@@ -254,7 +267,8 @@ def _program_end_reason(returncode: int | None, mode: str) -> str:
     return f"program_ended: the program exited with status {returncode} before the tests finished"
 
 
-def _reason(run: _Run, verdict: bytes, timed_out: bool, overflow: bool, mode: str) -> str:
+def _reason(run: _Run, verdict: bytes, timed_out: bool, overflow: bool, mode: str,
+            judge_tail: str) -> str:
     if timed_out:
         return "timeout"
     if overflow:
@@ -263,7 +277,9 @@ def _reason(run: _Run, verdict: bytes, timed_out: bool, overflow: bool, mode: st
         parsed = json.loads(verdict.decode("utf-8", "replace"))
         status, detail = str(parsed["status"]), str(parsed.get("detail", ""))
     except (ValueError, KeyError, TypeError):
-        return f"harness_failed: the judge exited with status {run.judge.returncode} and no verdict"
+        last = next((line for line in reversed(judge_tail.splitlines()) if line.strip()), "")
+        return (f"harness_failed: the judge exited with status {run.judge.returncode} and no "
+                f"verdict ({last[-200:] or 'no output'})")
     if status == "program_ended":
         return _program_end_reason(run.program.returncode, mode)
     return status if not detail else f"{status}: {detail}"
