@@ -14,6 +14,7 @@ import hashlib
 import os
 import resource
 import secrets
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -102,10 +103,15 @@ def test_writes_outside_by_every_route_fail(world) -> None:
         "mkfifo": f"os.mkfifo({str(canary.parent / 'fifo')!r})",
         "mknod": f"os.mknod({str(canary.parent / 'node')!r})",
         "unlink": f"os.unlink({str(canary)!r})",
+        "rmtree": f"import shutil\nshutil.rmtree({folder!r})",
     }
     for name, code in routes.items():
         reason = attack(f"import os\n{code}\n", "program_raised")
         assert "Error" in reason, (name, reason)
+    # rm -rf of a path the sandbox does not have succeeds there; the canary shows it changed
+    # nothing here.
+    attack(f"import subprocess\nsubprocess.run(['rm', '-rf', {folder!r}], check=True)\n",
+           "assertion_failed")
 
 
 def test_secrets_of_the_evaluator_cannot_be_read(world) -> None:
@@ -124,6 +130,22 @@ def test_signals_to_outside_processes_cannot_land(world) -> None:
         attack(f"import os\nos.kill({pid}, 9)\n", "program_raised", "program_ended")
     attack("import os\nos.kill(os.getppid(), 9)\nos.kill(1, 9)\n", "assertion_failed",
            "program_ended", "program_raised")
+
+
+def test_the_network_is_unreachable(world) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0)
+    port = server.getsockname()[1]
+    try:
+        connect = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+        attack(connect, "program_raised")
+        attack("import socket\nsocket.getaddrinfo('pypi.org', 443)\n", "program_raised")
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody reached our listening socket
+    finally:
+        server.close()
 
 
 def test_setsid_daemon_does_not_outlive_the_item(world) -> None:
