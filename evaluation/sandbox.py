@@ -26,8 +26,10 @@ process outside its sandbox, has no network, cannot outlive the item (its pid na
 with it), is bounded in CPU time, memory, processes, file size and working-folder size, and
 cannot change the verdict: it shares no interpreter, memory or descriptor with the judge, and
 all it can send is plain data, i.e. a return value it could have returned honestly.
-Not guaranteed: protection from kernel exploits (no seccomp filter), from side channels, or
-from a program that finds the expected outputs some other way (guessing, memorised answers);
+Not guaranteed: protection from kernel exploits (no seccomp filter), a bound on kernel memory
+(no cgroup: RLIMIT_AS bounds each process, but SysV shared memory in the sandbox's own IPC
+namespace is not counted until the namespace dies with the item), protection from side channels,
+or from a program that finds the expected outputs some other way (guessing, memorised answers);
 the judge trusts the dataset's test code. In the weak ``processes`` mode (explicit opt-in) only
 the limits and the process boundary of the verdict hold: the program runs as the evaluator's
 user, can read what it can read, reach the network, and signal or trace the judge.
