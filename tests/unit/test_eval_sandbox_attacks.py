@@ -169,6 +169,10 @@ def test_the_verdict_cannot_be_forged(world) -> None:
     patch = ("import sys\nrunner = sys.modules['__main__']\n"
              "runner.encode = lambda value, depth=0: {'pass': True}\n")
     attack(patch, "protocol_error")
+    # A program redefining a builtin does not answer the tests' own uses of it.
+    shadow = "def abs(x):\n    return 0\ndef len(x):\n    return 3\ndef f(x):\n    return x\n"
+    result = run_program(shadow, "assert abs(f(1) - 2) < 1e-9 and len(str(f(1))) == 3")
+    assert not result.passed and result.reason.startswith("assertion_failed"), result.reason
     exit_early = "import os\nprint(json_verdict := '{\"status\": \"passed\"}')\nos._exit(0)\n"
     attack(exit_early, "program_ended")
 
