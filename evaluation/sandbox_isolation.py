@@ -68,8 +68,7 @@ def _read_only_paths() -> list[str]:
             continue
         if not any(path.startswith(kept + "/") or path == kept for kept in paths):
             paths.append(path)
-    # A venv's own path may be a symlink-free copy of a prefix elsewhere: bind it where it is
-    # named too, so sys.executable resolves inside.
+    # Also under the name sys.executable uses, when a symlink makes it differ from the real path.
     for path in sorted({sys.prefix, sys.exec_prefix}):
         if os.path.isdir(path) and path not in paths and not path.startswith("/usr/"):
             paths.append(path)
