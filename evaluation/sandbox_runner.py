@@ -150,11 +150,13 @@ def set_limits(limits: dict) -> None:
 
 
 def describe_error(error: BaseException) -> dict:
-    return {
-        "type": type(error).__name__,
-        "message": str(error)[-400:] if not isinstance(error, SystemExit) else repr(error.code),
-        "errno": getattr(error, "errno", None) if isinstance(error, OSError) else None,
-    }
+    try:
+        message = repr(error.code) if isinstance(error, SystemExit) else str(error)
+    except Exception:  # noqa: BLE001 - a program's exception whose __str__ itself fails
+        message = "<unprintable>"
+    reported_errno = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    return {"type": type(error).__name__, "message": str(message)[-400:],
+            "errno": reported_errno if type(reported_errno) is int else None}
 
 
 def _callable_names(namespace: dict) -> list[str]:
