@@ -17,7 +17,7 @@ Modes (:func:`isolation_mode`, recorded with every code item and as the run tag
 In both bwrap modes the process sees a read-only view of /usr (and the /bin, /lib links), a few
 files of /etc (dynamic loader, passwd/group, timezone, alternatives), the interpreter's prefixes
 and site-packages, the runner file, its own /proc and a minimal /dev; its working folder (also
-HOME, TMPDIR and /tmp) is a private tmpfs of ``WORKDIR_MB``. The environment is cleared.
+HOME and TMPDIR) and /tmp are private tmpfs of ``WORKDIR_MB`` each. The environment is cleared.
 
 Without bwrap (or where it cannot create namespaces) :func:`isolation_mode` raises
 :class:`SandboxUnavailable` naming what is missing, unless the weak mode is opted into.
@@ -107,14 +107,16 @@ def _bwrap_arguments(as_root: bool) -> list[str]:
     if not as_root:
         namespaces = ["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns",
                       *namespaces]
+    size = ["--perms", "1777", "--size", str(WORKDIR_MB * 1024 * 1024)]
     return [
         shutil.which("bwrap") or "bwrap", *namespaces, "--die-with-parent", "--new-session",
+        # /tmp first: an interpreter that lives under /tmp is then bound inside it.
+        *size, "--tmpfs", "/tmp",
         *_root_filesystem(),
         "--perms", "0755", "--dir", os.path.dirname(SANDBOX_RUNNER),
         "--ro-bind", str(RUNNER), SANDBOX_RUNNER,
         "--proc", "/proc", "--dev", "/dev",
-        "--perms", "1777", "--size", str(WORKDIR_MB * 1024 * 1024), "--tmpfs", WORKDIR,
-        "--symlink", WORKDIR, "/tmp",
+        *size, "--tmpfs", WORKDIR,
         "--remount-ro", "/",
         "--chdir", WORKDIR, "--clearenv",
         *[item for name, value in sandbox_environment(WORKDIR).items()
