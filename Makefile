@@ -8,9 +8,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STUDY ?= studies/synthetic.yaml
 
-.PHONY: setup demo smoke study test test-unit test-integration clean
+.PHONY: setup bubblewrap demo smoke study test test-unit test-integration clean
 
-setup: $(VENV)/.installed
+setup: bubblewrap $(VENV)/.installed
+
+# Generated code is scored inside bubblewrap (README, "Sandbox for generated code"). Installed
+# here only when missing, as root and with apt-get; otherwise a note, never a failure (code items
+# are then refused and the sandbox tests skip, each saying why).
+bubblewrap:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing bubblewrap (apt-get) for the code sandbox"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) \
+	    >/dev/null 2>&1 || echo "note: could not install bubblewrap; code items will be refused" >&2; \
+	else echo "note: bubblewrap (bwrap) is missing; install it (apt-get install bubblewrap) to score code" >&2; fi
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -4,7 +4,8 @@
   "the answer is X", ``ANSWER: X``, a line starting with a letter and ``.``/``)``, the last
   standalone valid letter) and :func:`score_letter` compares with the gold letter.
 - Code: :func:`extract_code` takes the first fenced python block, else the raw text;
-  :func:`score_code` runs it with the tests through :mod:`evaluation.sandbox`.
+  :func:`score_code` runs it with the tests through :mod:`evaluation.sandbox` (program and tests
+  in separate OS sandboxes; the reason records the isolation mode).
 - ToolAlpaca: :func:`parse_tool_steps` reads ReAct ``Action:`` / ``Action Input:`` steps and
   :func:`score_tool_calls` gives action, argument and full accuracy.
 
@@ -99,14 +100,20 @@ def extract_code(text: str) -> str:
 
 
 def score_code(
-    text: str, tests: str, *, timeout_s: float = 10.0, memory_mb: int = 1024
+    text: str, tests: str, *, setup: str = "", timeout_s: float = 10.0, memory_mb: int = 1024
 ) -> tuple[float, str, str]:
-    """(pass@1 score 0/1, extracted program, reason): the program is run with ``tests``."""
+    """(pass@1 score 0/1, extracted program, reason): the program is run against ``tests``.
+
+    The reason ends with the isolation mode the item ran in, e.g. ``passed [sandbox:
+    bwrap-root]`` (:func:`evaluation.sandbox_isolation.isolation_mode`). Raises
+    :class:`evaluation.sandbox.SandboxUnavailable` when code cannot be isolated here and the
+    weak mode was not opted into.
+    """
     from evaluation.sandbox import run_program  # the sandbox is only needed for code items
 
     code = extract_code(text)
-    result = run_program(code, tests, timeout_s=timeout_s, memory_mb=memory_mb)
-    return (1.0 if result.passed else 0.0), code, result.reason
+    result = run_program(code, tests, setup=setup, timeout_s=timeout_s, memory_mb=memory_mb)
+    return (1.0 if result.passed else 0.0), code, f"{result.reason} [sandbox: {result.isolation}]"
 
 
 @dataclass(frozen=True)
@@ -220,9 +227,14 @@ class ItemScore:
     reason: str
 
 
+def code_setup(metadata: dict[str, Any]) -> str:
+    """The setup code / imports of a code Record (MBPP's ``test_setup_code``), else ''."""
+    return metadata.get("test_setup_code") or "\n".join(metadata.get("test_imports") or [])
+
+
 def code_tests(metadata: dict[str, Any]) -> str:
     """The test program of a code Record: setup code / imports, then the asserts or ``check``."""
-    setup = metadata.get("test_setup_code") or "\n".join(metadata.get("test_imports") or [])
+    setup = code_setup(metadata)
     tests = metadata.get("tests") or []
     return "\n".join([setup, *tests]) if setup else "\n".join(tests)
 
@@ -245,7 +257,9 @@ def score_output(
         score, letter, reason = score_letter(prediction, answer, valid)
         return ItemScore({"acc": score}, letter, reason)
     if benchmark in CODE:
-        score, code, reason = score_code(prediction, code_tests(metadata), timeout_s=timeout_s)
+        score, code, reason = score_code(
+            prediction, code_tests(metadata), setup=code_setup(metadata), timeout_s=timeout_s
+        )
         return ItemScore({"pass_at_1": score}, code, reason)
     if benchmark == "toolalpaca":
         scores, reason = score_tool_text(prediction, answer)

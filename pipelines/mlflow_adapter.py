@@ -34,6 +34,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from evaluation.sandbox_isolation import describe_mode as sandbox_mode
 from unisd_core.config import COMPONENT_NAMES
 from unisd_core.version import LIBRARY_VERSION
 
@@ -259,6 +260,7 @@ def provenance_tags() -> dict[str, str]:
             tags[f"unisd.version.{package}"] = metadata.version(package.replace("_", "-"))
         except metadata.PackageNotFoundError:
             tags[f"unisd.version.{package}"] = "absent"
+    tags["unisd.sandbox.mode"] = sandbox_mode()  # of this machine; each code item records its own
     return tags
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from evaluation.scorers import score_output
+from evaluation.sandbox_isolation import isolation_mode
+from evaluation.scorers import CODE, score_output
 from unisd_core.data.datasets import load_records
 
 HUB_IDS: dict[str, str] = {
@@ -58,6 +59,8 @@ def load_unisd_dataset(**options: Any):
     import datasets
 
     benchmark = options["benchmark"]
+    if benchmark in CODE:  # refuse before generation when code cannot be isolated here
+        isolation_mode()
     records = load_records(
         benchmark,
         "test",

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sandbox_support import skip_code_without_sandbox
 
 from evaluation.lm_eval_adapter import TASKS_DIR, build_lm, evaluate
 from evaluation.results import (
@@ -33,6 +34,7 @@ def task_utils():
 
 @pytest.mark.parametrize("benchmark", BENCHMARKS)
 def test_gold_answers_score_one(benchmark: str) -> None:
+    skip_code_without_sandbox(benchmark)
     records = load_records(benchmark, "test")
     assert records, f"no shipped sample for {benchmark}"
     for index, record in enumerate(records):
@@ -52,6 +54,7 @@ def test_gold_answers_score_one(benchmark: str) -> None:
 
 @pytest.mark.parametrize("benchmark", BENCHMARKS)
 def test_task_hooks_load_docs_and_score_gold(benchmark: str) -> None:
+    skip_code_without_sandbox(benchmark)
     utils = task_utils()
     dataset = utils.load_unisd_dataset(benchmark=benchmark, pretrained="ignored", version=1.0)
     docs = dataset["test"]
