@@ -152,6 +152,9 @@ def run(path: Path = StudyFile,
     except StudyRefusal as exc:
         console.print(f"[bold red]refused[/]: {exc}", highlight=False)
         raise typer.Exit(REFUSED_EXIT) from None
+    except KeyboardInterrupt:  # before the first step (e.g. while Ray starts): nothing ran
+        console.print("[yellow]interrupted, re-run to resume[/]", highlight=False)
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     table = Table(title=f"study {spec.name}")
     table.add_column("cell", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -203,6 +206,9 @@ def status(path: Path = StudyFile, output_dir: Optional[Path] = OutputDir,
         return
     console.print(state.driver["note"], highlight=False)
     console.print("steps: " + ", ".join(f"{k} {v}" for k, v in state.summary.items() if v))
+    for row in state.steps:
+        if row["status"] == "damaged":
+            console.print(f"[red]damaged[/]: {row['error']}", highlight=False)
     if steps:
         console.print(_steps_table(state.steps), highlight=False)
     table = Table(title=f"study {state.study_name}")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
+
+from pipelines.state import StepState, cell_chain, cell_status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,3 +39,27 @@ class StudyOutcome:
     @property
     def ok(self) -> bool:
         return not self.interrupted and all(c.status == "done" for c in self.cells.values())
+
+
+def study_outcome(graph: Any, states: dict[str, StepState], *, output_dir: Path, study_name: str,
+                  tracking_uri: str, run_ids: dict[str, str], executed: dict[str, int],
+                  interrupted: bool, repairs: list[str]) -> StudyOutcome:
+    """The outcome of a driver's run from its graph (``pipelines.graph.Graph``) and states."""
+    deps_of = {step_id: step.deps for step_id, step in graph.steps.items()}
+    cells = {}
+    for name, cell in graph.cells.items():
+        record = states[graph.record_step_of[name]]
+        chain = [states[step_id] for step_id in cell_chain(record.step_id, deps_of)]
+        status, reason = cell_status(record, chain, live=not interrupted)
+        failed = next((state for state in chain if state.status == "failed"), None)
+        log = output_dir / "steps" / failed.step_id / "log.txt" if failed else None
+        cells[name] = CellOutcome(name=name, status=status, run_key=cell.run_key(),
+                                  run_id=run_ids.get(name), reason=reason,
+                                  scores=dict(record.result.get("scores", {})),
+                                  log=str(log) if log is not None and log.exists() else None)
+    summary: dict[str, int] = {}
+    for state in states.values():
+        summary[state.status] = summary.get(state.status, 0) + 1
+    return StudyOutcome(study_name=study_name, output_dir=output_dir, tracking_uri=tracking_uri,
+                        cells=cells, summary=summary, executed=dict(executed),
+                        interrupted=interrupted, repairs=tuple(repairs))

@@ -53,7 +53,8 @@ def _refusal(folders: set[str], count: int, tracking_uri: str) -> str:
     return (f"{count} cell(s) of this study are already recorded in the MLflow store "
             f"{tracking_uri} by the study folder {where}; running them here would train them "
             f"again into the same runs. Run the study with --output-dir {where} (watch it with "
-            "`unisd study status`), or give this folder its own --tracking-uri")
+            "`unisd study status`), or give this folder its own --tracking-uri (if that folder "
+            "is gone for good, delete the study's experiment in that store to start over)")
 
 
 def refuse_foreign_runs(tracker: Any, folder: StudyFolder, run_keys: set[str]) -> None:

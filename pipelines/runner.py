@@ -1,27 +1,22 @@
 """Run a study: the driver loop over the job graph, on Ray, recorded in MLflow, resumable.
 
-``run_study`` is idempotent: a step whose state file says ``done`` with the same key is skipped;
-anything else runs (training resumes from its checkpoint); cell runs are found in MLflow by run key,
-never duplicated, and created when a cell first needs one (its training starts or it is recorded),
-so a large grid's first steps do not wait for thousands of runs. Start-up: the SQLite store is
-created while Ray starts. Failures: a step that returns an error is retried up to ``max_retries`` times;
-an out-of-memory failure is retried with half the micro-batch and twice the gradient accumulation
-(effective batch unchanged; the change is recorded in the state and as run tags); a non-finite
-loss fails its cell at once, and so do failures that the same input repeats (a missing model
-folder or data file: ``permanent``). A worker that dies is restarted by Ray itself; the driver sees
-the restart in the step's ``starts.jsonl`` and counts it in ``attempts``/``ray_retries`` with a
-history entry. A failed step never stops the others; its dependents are skipped with the reason.
-Ctrl-C (or SIGTERM) writes a stop file that training polls at each optimizer step and that a
-queued step checks when it starts (so none starts work in the grace period), waits
-``stop_grace_s`` for steps to return, cancels the rest, marks the cells' MLflow runs ``KILLED``
-and leaves a resumable study.
-
-Steps handed to Ray are ``queued`` until a worker starts them (``starts.jsonl``), then
-``running``. Damage: an unreadable state file is named and its step runs again; the outputs of a
-finished step are checked (:mod:`pipelines.repair`) before a step that needs them runs, and a
-damaged one is recomputed. Refusals (:class:`~pipelines.driver_lock.StudyRefusal`): a second
-driver on the folder, an unwritable folder, and cells that another study folder records in the
-same MLflow store (:mod:`pipelines.ownership`).
+``run_study`` is idempotent: ``done`` steps with the same key are skipped (their outputs checked
+first when a step still to run needs them, :mod:`pipelines.repair`; an unreadable state file is
+named and its step runs again); anything else runs, training resumes from its checkpoint. Cell
+runs are found in MLflow by run key, created when a cell first needs one (so a large grid's first
+steps do not wait for thousands of runs), and belong to one study folder
+(:mod:`pipelines.ownership`). The SQLite store is created while Ray starts. Steps handed to Ray
+are ``queued`` until a worker starts them, then ``running``; Ray's own restart of a dead worker's
+task counts as an attempt (:mod:`pipelines.starts`). Failures: retried up to ``max_retries``
+times; out of memory: retried with half the micro-batch and twice the accumulation (effective
+batch unchanged, recorded in the state and as run tags); a non-finite loss, and a failure the same
+input repeats (``permanent``: a missing model folder or data file), fail the cell at once. A
+failed step never stops the others; its dependents are skipped with the reason. Ctrl-C (or
+SIGTERM) writes a stop file that training polls at each optimizer step and that a queued step
+checks when it starts, waits ``stop_grace_s`` for steps to return, cancels the rest, marks the
+unfinished cells' MLflow runs ``KILLED`` and leaves a resumable study. Refusals
+(:class:`~pipelines.driver_lock.StudyRefusal`): a second driver, an unwritable folder, cells of
+another folder in the same store.
 
 Departures from the paper: the authors' OOM retry halves the batch without raising the gradient
 accumulation, silently changing the effective batch; ours preserves it.
@@ -45,11 +40,10 @@ from pipelines.graph import Graph, Step, build_graph, cell_tags
 from pipelines.job import JobFunctions, run_step
 from pipelines.mlflow_adapter import StudyTracker, default_tracking_uri, prepare_store
 from pipelines.progress import ProgressView
-from pipelines.outcome import CellOutcome, StudyOutcome
+from pipelines.outcome import CellOutcome, StudyOutcome, study_outcome
 from pipelines.repair import damaged_json, reset_damaged_inputs
 from pipelines.starts import STARTS_FILE, note_starts, read_starts
-from pipelines.state import (ACTIVE, DamagedStateError, StateStore, StepState, cell_chain,
-                             cell_status, study_status)
+from pipelines.state import DamagedStateError, StateStore, StepState, study_status
 
 STOP_FILE = "STOP"
 
@@ -73,8 +67,14 @@ def run_study(cells: list[CellSpec], *, study_name: str, output_dir: Path | str,
     output_dir = Path(output_dir).resolve()
     with driver_lock(output_dir, watch_hint=watch_hint):
         start_driver_record(output_dir)
-        outcome = _run_locked(cells, study_name, output_dir, tracking_uri, ray_address,
-                              max_retries, progress, functions, poll_s, stop_grace_s)
+        try:
+            outcome = _run_locked(cells, study_name, output_dir, tracking_uri, ray_address,
+                                  max_retries, progress, functions, poll_s, stop_grace_s)
+        except BaseException as error:
+            ended = "interrupted" if isinstance(error, KeyboardInterrupt) else \
+                f"stopped by {type(error).__name__}"
+            write_driver_record(output_dir, ended_at=time.time(), outcome=ended)
+            raise
         write_driver_record(output_dir, ended_at=time.time(),
                             outcome="interrupted" if outcome.interrupted else "finished")
         return outcome
@@ -345,7 +345,7 @@ class _StudyRun:
         evaluated = self.states[step.deps[0]]
         results_path = Path(evaluated.result["results_path"])
         problem = damaged_json(results_path, want=dict)
-        if problem:  # named; the next run recomputes the evaluation (_recompute_damaged_outputs)
+        if problem:  # named; the next run recomputes the evaluation (repair.reset_damaged_inputs)
             raise RuntimeError(f"evaluation results damaged: {problem}; "
                                "`unisd study run` recomputes the evaluation")
         results = json.loads(results_path.read_text(encoding="utf-8"))
@@ -410,23 +410,7 @@ class _StudyRun:
                     pass
 
     def outcome(self) -> StudyOutcome:
-        deps_of = {step_id: step.deps for step_id, step in self.graph.steps.items()}
-        cells = {}
-        for name, cell in self.graph.cells.items():
-            record = self.states[self.graph.record_step_of[name]]
-            chain = [self.states[step_id] for step_id in cell_chain(record.step_id, deps_of)]
-            status, reason = cell_status(record, chain, live=not self.interrupted)
-            failed = next((s for s in chain if s.status == "failed"), None)
-            log = self.output_dir / "steps" / failed.step_id / "log.txt" if failed else None
-            cells[name] = CellOutcome(name=name, status=status, run_key=cell.run_key(),
-                                      run_id=self.run_ids.get(name), reason=reason,
-                                      scores=dict(record.result.get("scores", {})),
-                                      log=str(log) if log is not None and log.exists() else None)
-        summary: dict[str, int] = {}
-        for state in self.states.values():
-            summary[state.status] = summary.get(state.status, 0) + 1
-        return StudyOutcome(study_name=self.study_name, output_dir=self.output_dir,
-                            tracking_uri=self.tracker.tracking_uri, cells=cells,
-                            summary=summary, executed=dict(self.executed),
-                            interrupted=self.interrupted, repairs=tuple(self.repairs))
-
+        return study_outcome(self.graph, self.states, output_dir=self.output_dir,
+                             study_name=self.study_name, tracking_uri=self.tracker.tracking_uri,
+                             run_ids=self.run_ids, executed=self.executed,
+                             interrupted=self.interrupted, repairs=self.repairs)

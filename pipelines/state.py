@@ -254,11 +254,11 @@ def _driver_note(driver: dict[str, Any], summary: dict[str, int]) -> str:
     if driver["alive"]:
         return f"a driver (pid {driver.get('pid')} on {driver.get('host')}) is running the study"
     if not unfinished:
-        return "no driver is running; every step has finished"
+        return "no driver is running; no step is left to run"
     if driver.get("outcome") == "interrupted":
         how = "was interrupted"
     elif driver.get("pid") and not driver.get("ended_at"):
         how = f"(pid {driver['pid']} on {driver.get('host')}) stopped without finishing (killed?)"
     else:
-        how = "stopped"
+        how = f"ended ({driver.get('outcome', 'unknown')})"
     return f"no driver is running: the last one {how}; `unisd study run` resumes the study"

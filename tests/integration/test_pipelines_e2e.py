@@ -127,6 +127,10 @@ def test_study_on_mlflow_server_with_worker_kill_oom_and_nan(tmp_path, monkeypat
     assert len(runs) == len(cells) and all(len(ids) == 1 for ids in runs.values())
     client = tracker.client
     killed = client.get_run(outcome.cells["sdft"].run_id)
+    # Ray restarted the dead worker's task by itself: the state counts that start and says why
+    restarted = StateStore(tmp_path / "study").load(f"train-{cells[0].train_key()[:10]}")
+    assert (restarted.attempts, restarted.ray_retries) == (2, 1)
+    assert [entry.get("retried_by") for entry in restarted.history] == ["ray"]
     assert killed.data.tags["unisd.resumed_from"] == "step-00000001"  # the worker died at step 2
     # step 2 was logged before the kill and replayed after the resume: one point per step
     assert sorted(m.step for m in client.get_metric_history(killed.info.run_id, "train/loss")) == [
@@ -219,7 +223,9 @@ def test_ctrl_c_then_driver_killed_then_rerun(tmp_path):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver dies with no chance to clean up
         stop_group(driver)
-    assert step_status(slow_train) == "running"
+    # the state file still says running; the free driver lock says nobody runs it
+    assert step_status(slow_train) == "interrupted"
+    assert "no driver is running" in study_status(output).driver["note"]
     killed_at = latest_step(checkpoints)
 
     again = run_study(cells, study_name="killed", output_dir=output, progress=False)

@@ -163,7 +163,7 @@ def test_status_after_the_driver_stopped_says_so(study: Study) -> None:
 def test_finished_study_status_has_a_step_view_and_json(study: Study) -> None:
     steps = study.status("--steps")
     assert steps.returncode == 0
-    assert f"train {study.trained.name}" in steps.stdout and "every step has finished" in \
+    assert f"train {study.trained.name}" in steps.stdout and "no step is left to run" in \
         steps.stdout
     state = json.loads(study.status("--json").stdout)
     assert {cell["status"] for cell in state["cells"]} == {"done"}

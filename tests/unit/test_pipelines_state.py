@@ -143,3 +143,23 @@ def test_state_round_trips_new_fields(tmp_path: Path) -> None:
                    history=[{"attempt": 1, "retried_by": "ray", "error": "worker died"}])
     StateStore(tmp_path).save(state)
     assert dataclasses.asdict(StateStore(tmp_path).load("train-1")) == dataclasses.asdict(state)
+
+
+def test_status_cli_shows_a_long_failure_reason_whole(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ablations.cli import app
+
+    study_file = Path(__file__).resolve().parents[2] / "studies" / "smoke.yaml"
+    missing = "/data/" + "a-long-folder-name/" * 6 + "train.jsonl"
+    reason = f"train c failed: FileNotFoundError: scienceqa train source {missing!r} does not exist"
+    _study(tmp_path, [_train("failed", error=reason[15:]), _record("skipped", error=reason)],
+           DEPS)
+    shown = CliRunner().invoke(app, ["study", "status", str(study_file), "--output-dir",
+                                     str(tmp_path), "--steps"])
+    assert shown.exit_code == 0, shown.output
+    cells_table = shown.output.split("study s")[-1]  # cell | status | reason
+    rows = [line.split("│") for line in cells_table.splitlines() if line.count("│") == 4]
+    reason_column = "".join(row[3] for row in rows)
+    assert "".join(reason.split()) in "".join(reason_column.split())
+    assert len(reason) > 80
