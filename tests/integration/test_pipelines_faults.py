@@ -256,19 +256,25 @@ def test_emptied_checkpoint_is_set_aside_and_training_recomputed(study: Study) -
     assert "damaged training state set aside" in log and "state.pt" in log
 
 
-def test_missing_inputs_are_caught_by_validate(study: Study, tmp_path: Path) -> None:
-    bad = {**STUDY, "models": [str(tmp_path / "no-model")],
+@pytest.fixture(scope="module")
+def unrun_study(tmp_path_factory) -> Study:
+    return Study(tmp_path_factory.mktemp("unrun"))
+
+
+def test_missing_inputs_are_caught_by_validate(unrun_study: Study, tmp_path: Path) -> None:
+    study = unrun_study
+    bad = {**STUDY, "models": [str(tmp_path / "Qwen2.5-0.5B-Instruct")],
            "data": {"limit": 4, "sources": {"scienceqa": str(tmp_path / "no.jsonl")}}}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     checked = unisd("study", "validate", str(path), root=study.root, timeout=300)
     assert checked.returncode == 2, checked.stdout + checked.stderr
     text = checked.stdout.replace("\n", "")
-    assert "local model folder does not exist" in text and "no-model" in text
+    assert "local model folder does not exist" in text and "Qwen2.5-0.5B-Instruct" in text
     assert "local data file does not exist" in text and "no.jsonl" in text
 
 
-def test_missing_data_file_fails_once_and_the_reason_is_whole(study: Study,
+def test_missing_data_file_fails_once_and_the_reason_is_whole(unrun_study: Study,
                                                               tmp_path: Path) -> None:
     """A deterministic failure past validation (the file vanished after it): no retries, and
     the CLI shows the path whole."""
@@ -276,7 +282,7 @@ def test_missing_data_file_fails_once_and_the_reason_is_whole(study: Study,
     from pipelines.cells import DataSettings
 
     missing = tmp_path / ("a-rather-long-folder-name-" * 3) / "train.jsonl"
-    cell = study.trained.model_copy(update={"data": DataSettings(source=str(missing),
+    cell = unrun_study.trained.model_copy(update={"data": DataSettings(source=str(missing),
                                                                  limit=4)})
     outcome = run_study([cell], study_name="faults-missing", output_dir=tmp_path / "out",
                         progress=False)
