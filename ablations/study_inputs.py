@@ -4,10 +4,12 @@ A missing local model folder or data file fails its step the same way on every a
 here, ``unisd study validate`` and ``unisd study run`` list it as a study error (exit 2) before
 anything runs. It is a check of this machine, not of the file: ``plan`` and ``report`` skip it,
 and ``--no-check-inputs`` skips it for a study whose inputs exist only on a cluster (the shipped
-``studies/paper.yaml`` names a ToolAlpaca JSONL that the user provides). What counts as local is what the loaders treat as local: a model written as a
-path (``/``, ``./``, ``../``, ``~``; :func:`unisd_core.models.zoo.resolve_model`) and a data
-source that :func:`unisd_core.data.datasets.looks_like_path` calls a path. Relative paths are
-read against the working directory, as the loaders read them. Hub ids are not checked here.
+``studies/paper.yaml`` names a ToolAlpaca JSONL that the user provides). What counts as local is
+what the loaders treat as local: a model written as a path (``/``, ``./``, ``../``, ``~``;
+:func:`unisd_core.models.zoo.resolve_model`) and a data source that
+:func:`unisd_core.data.datasets.looks_like_path` calls a path. Relative paths are read against the
+working directory, as the loaders read them. Hub ids are not checked here. A missing model path
+whose name matches no known family is already refused by the study's family check.
 
 Departures from the paper: none.
 """
