@@ -4,6 +4,11 @@
 validates the whole study first; an invalid study prints every error and exits with code 2
 (no traceback), before anything runs. Heavy imports (Ray, MLflow, statsmodels, matplotlib) happen
 inside the commands that need them, so ``validate`` and ``plan`` answer in seconds.
+
+``study run`` exits 0 when every cell is done, 1 when some failed, 3 when it refused to start (a
+second driver on the folder, an unwritable folder, cells another folder records in the same MLflow
+store: the message says which and names ``unisd study status``), and 130 when interrupted
+(Ctrl-C, SIGTERM: "interrupted, re-run to resume").
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ study_app = typer.Typer(no_args_is_help=True, help="Work with a study file.")
 app.add_typer(study_app, name="study")
 console = Console(width=120)
 INVALID_STUDY_EXIT = 2
+REFUSED_EXIT = 3
+INTERRUPTED_EXIT = 130  # as a shell reports a process ended by SIGINT
 
 StudyFile = typer.Argument(..., help="The study YAML file.")
 
@@ -49,6 +56,24 @@ def _load(path: Path, output_dir: Optional[Path] = None) -> StudySpec:
     return spec
 
 
+InputCheck = typer.Option(
+    True, "--check-inputs/--no-check-inputs",
+    help="Check that the local model folders and data files the study names exist here "
+         "(skip for a study whose inputs exist only on the cluster).")
+
+
+def _check_inputs(path: Path, spec: StudySpec) -> None:
+    """Missing local model folders and data files, listed like other study errors (exit 2)."""
+    from ablations.study_inputs import missing_local_inputs
+
+    errors = missing_local_inputs(spec)
+    if errors:
+        console.print(f"[bold red]invalid study[/] {path}: {len(errors)} error(s)")
+        for error in errors:
+            console.print("  - " + error.render(), style="red", markup=False, highlight=False)
+        raise typer.Exit(INVALID_STUDY_EXIT)
+
+
 def _expand(spec: StudySpec) -> list:
     from ablations.grid import expand_grid
 
@@ -56,9 +81,11 @@ def _expand(spec: StudySpec) -> list:
 
 
 @study_app.command("validate")
-def validate(path: Path = StudyFile) -> None:
+def validate(path: Path = StudyFile, check_inputs: bool = InputCheck) -> None:
     """Check a study file; list every error at once."""
     spec = _load(path)
+    if check_inputs:
+        _check_inputs(path, spec)
     cells = _expand(spec)
     console.print(f"[green]valid[/] study [bold]{spec.name}[/]: {len(spec.models)} model(s), "
                   f"{len(spec.training_sets)} training set(s), {len(spec.subsets())} subset(s), "
@@ -99,38 +126,73 @@ def plan(path: Path = StudyFile,
                           f"{','.join(cell.benchmarks)}", markup=False)
 
 
+def _status_command(path: Path, output_dir: Optional[Path]) -> str:
+    return f"unisd study status {path}" + (f" --output-dir {output_dir}" if output_dir else "")
+
+
 @study_app.command("run")
 def run(path: Path = StudyFile,
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address."),
         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI."),
         max_retries: int = typer.Option(2, "--max-retries", min=0),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
-        output_dir: Optional[Path] = OutputDir) -> None:
-    """Run (or resume) every cell of the study on Ray, recording into MLflow."""
-    from pipelines.runner import run_study
+        output_dir: Optional[Path] = OutputDir, check_inputs: bool = InputCheck) -> None:
+    """Run (or resume) every cell of the study on Ray, recording into MLflow.
+
+    Exit status: 0 all cells done, 1 some failed, 3 refused to start, 130 interrupted."""
+    from pipelines.runner import StudyRefusal, run_study
 
     spec = _load(path, output_dir)
+    if check_inputs:
+        _check_inputs(path, spec)
     cells = _expand(spec)
-    outcome = run_study(cells, study_name=spec.name, output_dir=spec.resolved_output_dir(),
-                        tracking_uri=tracking_uri or spec.resolved_tracking_uri(),
-                        ray_address=address or spec.ray_address, max_retries=max_retries,
-                        progress=progress)
+    try:
+        outcome = run_study(cells, study_name=spec.name, output_dir=spec.resolved_output_dir(),
+                            tracking_uri=tracking_uri or spec.resolved_tracking_uri(),
+                            ray_address=address or spec.ray_address, max_retries=max_retries,
+                            progress=progress, watch_hint=_status_command(path, output_dir))
+    except StudyRefusal as exc:
+        console.print(f"[bold red]refused[/]: {exc}", highlight=False)
+        raise typer.Exit(REFUSED_EXIT) from None
+    except KeyboardInterrupt:  # before the first step (e.g. while Ray starts): nothing ran
+        console.print("[yellow]interrupted, re-run to resume[/]", highlight=False)
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     table = Table(title=f"study {spec.name}")
-    for column in ("cell", "status", "reason"):
-        table.add_column(column)
+    table.add_column("cell", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("reason", overflow="fold")
     for name in sorted(outcome.cells):
         cell = outcome.cells[name]
-        table.add_row(name, cell.status, cell.reason[:80])
-    console.print(table)
+        table.add_row(name, cell.status, _reason(cell.reason, cell.log))
+    console.print(table, highlight=False)
+    for note in outcome.repairs:
+        console.print(f"[yellow]repaired[/]: {note}", highlight=False)
     console.print(f"tracking URI: {outcome.tracking_uri}")
+    if outcome.interrupted:
+        console.print(f"[yellow]interrupted, re-run to resume[/]: unisd study run {path}"
+                      + (f" --output-dir {output_dir}" if output_dir else ""), highlight=False)
+        raise typer.Exit(INTERRUPTED_EXIT)
     if not outcome.ok:
         raise typer.Exit(1)
 
 
+def _reason(reason: str, log: Optional[str]) -> str:
+    """The whole reason (the table wraps it), and the step log to read for the rest."""
+    return f"{reason} (log: {log})" if log else reason
+
+
 @study_app.command("status")
-def status(path: Path = StudyFile, output_dir: Optional[Path] = OutputDir) -> None:
-    """Show the state of every step and cell of a study (from its output folder)."""
-    from pipelines.runner import study_status
+def status(path: Path = StudyFile, output_dir: Optional[Path] = OutputDir,
+           steps: bool = typer.Option(False, "--steps", help="Also list every step."),
+           as_json: bool = typer.Option(False, "--json", help="Print the whole state as JSON "
+                                        "(driver, summary, steps with history, cells).")) -> None:
+    """Show the state of every cell (and step) of a study, from its output folder.
+
+    Works while the study runs, from another shell; tells a running driver from one that stopped.
+    """
+    import json
+
+    from pipelines.state import DamagedStateError, study_status
 
     spec = _load(path, output_dir)
     try:
@@ -138,13 +200,44 @@ def status(path: Path = StudyFile, output_dir: Optional[Path] = OutputDir) -> No
     except FileNotFoundError as exc:
         console.print(f"[yellow]{exc}[/]: the study has not been run yet")
         raise typer.Exit(1) from None
-    console.print("steps: " + ", ".join(f"{k} {v}" for k, v in state.summary.items()))
+    except DamagedStateError as exc:
+        console.print(f"[red]damaged[/]: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(state.to_json(), indent=1, default=str))
+        return
+    console.print(state.driver["note"], highlight=False)
+    console.print("steps: " + ", ".join(f"{k} {v}" for k, v in state.summary.items() if v))
+    for row in state.steps:
+        if row["status"] == "damaged":
+            console.print(f"[red]damaged[/]: {row['error']}", highlight=False)
+    if steps:
+        console.print(_steps_table(state.steps), highlight=False)
     table = Table(title=f"study {state.study_name}")
-    for column in ("cell", "status", "reason"):
-        table.add_column(column)
+    table.add_column("cell", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("reason", overflow="fold")
     for cell in sorted(state.cells, key=lambda c: c["cell"]):
-        table.add_row(cell["cell"], cell["status"], str(cell["reason"] or "")[:80])
-    console.print(table)
+        table.add_row(cell["cell"], cell["status"], str(cell["reason"] or ""))
+    console.print(table, highlight=False)
+
+
+def _steps_table(rows: list[dict]) -> Table:
+    table = Table(title="steps")
+    for column in ("step", "status", "attempts", "elapsed"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("note", overflow="fold")
+    for row in rows:
+        attempts = str(row["attempts"])
+        if row["ray_retries"]:
+            attempts += f" ({row['ray_retries']} by Ray)"
+        elapsed = row["elapsed_s"]
+        note = row["error"] or ""
+        if row["status"] == "failed" and row["log"]:
+            note = f"{note} (log: {row['log']})"
+        table.add_row(row["label"], row["status"], attempts,
+                      "" if elapsed is None else f"{elapsed:,.0f} s", note)
+    return table
 
 
 @app.command("report")

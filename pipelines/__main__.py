@@ -7,7 +7,9 @@ that have cells but no study file, chiefly ``ray job submit`` to a cluster (docs
         [--tracking-uri URI] [--max-retries 2] [--no-progress]
     python -m pipelines status DIR
 
-Exit status: 0 when every cell is done, 1 when some failed, 130 when interrupted.
+Exit status: 0 when every cell is done, 1 when some failed, 3 when refused (another driver on the
+folder, an unwritable folder, cells of another folder in the same MLflow store), 130 when
+interrupted.
 
 Departures from the paper: none.
 """
@@ -19,7 +21,7 @@ import json
 import sys
 
 from pipelines.cells import load_cells
-from pipelines.runner import run_study
+from pipelines.runner import StudyRefusal, run_study
 from pipelines.state import study_status
 
 
@@ -39,16 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "status":
         found = study_status(args.output_dir)
-        print(json.dumps({"study": found.study_name, "summary": found.summary,
-                          "cells": found.cells}, indent=1, default=str))
+        print(json.dumps({"study": found.study_name, **found.to_json()}, indent=1, default=str))
         return 0
-    outcome = run_study(load_cells(args.cells), study_name=args.study_name,
-                        output_dir=args.output_dir, tracking_uri=args.tracking_uri,
-                        ray_address=args.address, max_retries=args.max_retries,
-                        progress=not args.no_progress)
+    try:
+        outcome = run_study(load_cells(args.cells), study_name=args.study_name,
+                            output_dir=args.output_dir, tracking_uri=args.tracking_uri,
+                            ray_address=args.address, max_retries=args.max_retries,
+                            progress=not args.no_progress,
+                            watch_hint=f"python -m pipelines status {args.output_dir}")
+    except StudyRefusal as refusal:
+        print(f"refused: {refusal}", file=sys.stderr)
+        return 3
     for name, cell in outcome.cells.items():
         print(f"{name}: {cell.status} {json.dumps(cell.scores)} {cell.reason[:200]}")
     if outcome.interrupted:
+        print("interrupted, re-run to resume", file=sys.stderr)
         return 130
     return 0 if outcome.ok else 1
 

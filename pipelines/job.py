@@ -5,10 +5,16 @@ dict: ``{"ok": True, ...}`` or ``{"ok": False, "error_type": "oom" | "nonfinite"
 "message", "traceback", "log_tail"}``. Returning failures instead of raising keeps the
 classification independent of whether Ray can rebuild a library exception in the driver; a worker
 that dies outright (killed, segfault) is retried by Ray and then reported by the runner.
+``error_type`` ``permanent`` marks failures that the same input repeats (a missing model folder or
+data file, an invalid config): the runner does not retry them. ``stopped`` means the step found
+the study's stop file when it started (Ctrl-C's grace period) and did nothing.
 
 Everything a step writes lives in its own folder ``<output>/steps/<step_id>/`` (``log.txt``,
-``worker.json``, ``records.jsonl``, ``train/``, ``results.json``), so a killed driver or worker
-loses nothing: training resumes from its last checkpoint in ``train/``.
+``worker.json``, ``starts.jsonl``, ``records.jsonl``, ``train/``, ``results.json``), written
+durably (fsync, then rename), so a killed driver or worker loses nothing: training resumes from
+its last readable checkpoint in ``train/`` (a damaged one is set aside, :mod:`pipelines.repair`).
+Each start of a step appends a line to ``starts.jsonl`` with the driver's launch id: the driver
+reads it to tell a queued step from a running one, and to count Ray's own restarts.
 
 Test-only fault injection (inert by default): the driver copies the environment variable
 ``UNISD_FAULTS`` into every payload, a comma-separated list of ``kind@cell:step`` entries, each
@@ -38,11 +44,19 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from pipelines.repair import set_aside_damaged_training
 from pipelines.retention_step import measure_retention, merge_retention
+from pipelines.starts import append_start
+from pipelines.state import write_json_atomic, write_text_atomic
 from unisd_core.data.records import Record
 
 LOG_TAIL_LINES = 40
 FAULT_KINDS: tuple[str, ...] = ("kill", "oom", "nan", "slow")
+# Failures that the same input repeats, by class name anywhere in the exception's MRO (the
+# driver may not be able to import the library's classes): not retried.
+PERMANENT_ERRORS: frozenset[str] = frozenset({
+    "FileNotFoundError", "NotADirectoryError", "IsADirectoryError", "ModelNotAvailableError",
+    "ValidationError"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +98,13 @@ def run_step(payload: dict[str, Any]) -> dict[str, Any]:
     """Entry point of every remote step: dispatch on ``payload["kind"]``, capture the log."""
     step_dir = Path(payload["step_dir"])
     step_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(step_dir / "worker.json", {"pid": os.getpid(), "host": socket.gethostname(),
-                                           "started": time.time()})
+    started = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+               "launch": payload.get("launch"), "attempt": payload.get("attempt", 1)}
+    _write_json(step_dir / "worker.json", started)
+    append_start(step_dir, started)
+    stop_file = payload.get("stop_file")
+    if stop_file and Path(stop_file).exists():  # queued before Ctrl-C, started during the grace
+        return {"ok": False, "error_type": "stopped", "message": "the study is stopping"}
     functions = (payload.get("functions") or JobFunctions()).resolved()
     with _step_log(step_dir / "log.txt") as logger:
         try:
@@ -102,12 +121,15 @@ def run_step(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def classify_failure(error: BaseException) -> dict[str, Any]:
-    """``oom`` (retry with a smaller micro-batch), ``nonfinite`` (final) or ``error``."""
+    """``oom`` (retry with a smaller micro-batch), ``nonfinite`` and ``permanent`` (final), or
+    ``error`` (retried)."""
     kind = "error"
     if _is_oom(error):
         kind = "oom"
     elif type(error).__name__ == "NonFiniteLossError":
         kind = "nonfinite"
+    elif PERMANENT_ERRORS & {cls.__name__ for cls in type(error).__mro__}:
+        kind = "permanent"
     return {"ok": False, "error_type": kind, "message": f"{type(error).__name__}: {error}",
             "step": getattr(error, "step", None),
             "traceback": "".join(traceback.format_exception(error))[-4000:]}
@@ -152,6 +174,9 @@ def train_step(payload: dict[str, Any], functions: JobFunctions,
     if payload.get("needs_caches"):
         caches = functions.prepare_caches(config, records, cache_dir=Path(payload["cache_dir"]))
     output_dir = Path(payload["step_dir"]) / "train"
+    repaired = set_aside_damaged_training(output_dir)
+    for note in repaired:
+        logger.warning("damaged training state set aside: %s", note)
     checkpoint_before = _latest_checkpoint_name(output_dir)
     sink = _metrics_sink(payload)
     stop_file = Path(payload["stop_file"])
@@ -165,7 +190,8 @@ def train_step(payload: dict[str, Any], functions: JobFunctions,
     logger.info("training ended: status %s after %s steps", result.status, result.steps)
     return {"model_dir": str(result.model_dir), "steps": int(result.steps),
             "status": str(result.status), "final_metrics": _floats(result.final_metrics),
-            "resumed_from": checkpoint_before, "model_family": model_family(config.model)}
+            "resumed_from": checkpoint_before, "model_family": model_family(config.model),
+            "repaired": repaired}
 
 
 def evaluate_step(payload: dict[str, Any], functions: JobFunctions,
@@ -339,15 +365,11 @@ def _latest_checkpoint_name(output_dir: Path) -> str | None:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, path)
+    write_json_atomic(path, payload)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -147,12 +147,26 @@ class StudyTracker:
             self.client.log_artifact(run_id, str(path), artifact_dir)
 
     def finish(self, run_id: str, status: str, reason: str = "") -> None:
-        """Record the cell status (``done`` / ``failed`` / ``skipped``) and close the run."""
+        """Record the cell status (``done`` / ``failed`` / ``interrupted``) and close the run
+        (FINISHED / FAILED / KILLED)."""
         self.set_tags(run_id, {"unisd.status": status, "unisd.reason": reason[:5000]})
-        self.client.set_terminated(run_id, "FINISHED" if status == "done" else "FAILED")
+        self.client.set_terminated(run_id, {"done": "FINISHED", "interrupted": "KILLED"}
+                                   .get(status, "FAILED"))
 
     def finish_parent(self, status: str) -> None:
         self.client.set_terminated(self.parent_run_id, status)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def cell_run_tags(self) -> dict[str, list[dict[str, str]]]:
+        """The tags of every cell run of the study, by run key."""
+        found: dict[str, list[dict[str, str]]] = {}
+        for run in _all_runs(self.client, self.experiment_id):
+            key = run.data.tags.get(RUN_KEY_TAG)
+            if key:
+                found.setdefault(key, []).append(dict(run.data.tags))
+        return found
 
     def run_ids_by_key(self) -> dict[str, list[str]]:
         """Every cell run of the study by run key (a list, so duplicates would show)."""

@@ -1,8 +1,12 @@
 """The live progress view of a running study (rich): counts, running steps, elapsed, estimate.
 
-The estimate is crude on purpose: the mean duration of finished steps of each kind, times the
-steps of that kind still to run, divided by the number running now. Good enough to tell minutes
-from hours; it knows nothing of the cluster's shape.
+``running`` counts steps a worker has started; ``queued`` those handed to Ray that wait for a
+free slot (on 2 cores most of a study is queued). The estimate is crude on purpose: the mean
+duration of finished steps of each kind (a kind with none yet borrows from its sibling, a model
+evaluation from the base evaluation and back, else from the mean of every finished step), summed
+over the steps still to run minus the time running ones have spent, divided by the number
+running now. It appears once any step has finished; good enough to tell minutes from hours, it
+knows nothing of the cluster's shape.
 
 Departures from the paper: none.
 """
@@ -20,20 +24,32 @@ from rich.text import Text
 from pipelines.state import STATUSES, StepState
 
 
-def estimate_remaining_s(states: Iterable[StepState], now: float) -> float | None:
-    """Seconds left by the mean duration per kind; None before any step of a kind finished."""
-    states = list(states)
+SIBLING_KIND = {"evaluate": "base_eval", "base_eval": "evaluate"}
+TO_RUN = ("pending", "queued", "running", "interrupted")
+
+
+def mean_durations(states: list[StepState]) -> dict[str, float]:
+    """Mean seconds of the finished steps of each kind (records, run by the driver, excluded)."""
     durations: dict[str, list[float]] = {}
     for state in states:
-        if state.status == "done" and None not in (state.started_at, state.finished_at):
+        if (state.status == "done" and state.kind != "record"
+                and None not in (state.started_at, state.finished_at)):
             durations.setdefault(state.kind, []).append(state.finished_at - state.started_at)
+    return {kind: sum(values) / len(values) for kind, values in durations.items()}
+
+
+def estimate_remaining_s(states: Iterable[StepState], now: float) -> float | None:
+    """Seconds left (see the module docstring); None before any step has finished."""
+    states = list(states)
+    means = mean_durations(states)
+    if not means:
+        return None
+    overall = sum(means.values()) / len(means)
     left = 0.0
     for state in states:
-        if state.status not in ("pending", "running", "interrupted") or state.kind == "record":
+        if state.status not in TO_RUN or state.kind == "record":
             continue
-        if state.kind not in durations:
-            return None
-        mean = sum(durations[state.kind]) / len(durations[state.kind])
+        mean = means.get(state.kind, means.get(SIBLING_KIND.get(state.kind, ""), overall))
         spent = state.elapsed_s(now) if state.status == "running" else 0.0
         left += max(0.0, mean - (spent or 0.0))
     running = sum(state.status == "running" for state in states)
@@ -41,16 +57,17 @@ def estimate_remaining_s(states: Iterable[StepState], now: float) -> float | Non
 
 
 def summary_line(study_name: str, states: Iterable[StepState], started_at: float) -> str:
-    """``<study>: done N, running N, ... | elapsed h:mm:ss | estimate h:mm:ss``."""
+    """``<study>: done N, running N, queued N, ... | elapsed h:mm:ss | estimate h:mm:ss``."""
     states = list(states)
     now = time.time()
     counts = {status: sum(state.status == status for state in states) for status in STATUSES}
     estimate = estimate_remaining_s(states, now)
     return (
         f"{study_name}: done {counts['done']}, running {counts['running']}, "
-        f"failed {counts['failed']}, skipped {counts['skipped']}, pending {counts['pending']}"
+        f"queued {counts['queued']}, failed {counts['failed']}, skipped {counts['skipped']}, "
+        f"pending {counts['pending']}"
         f"  | elapsed {_clock(now - started_at)}"
-        f"  | estimate {_clock(estimate) if estimate is not None else '?'}")
+        f"  | estimate {_clock(estimate) if estimate is not None else '? (after a first step)'}")
 
 
 def render(study_name: str, states: Iterable[StepState], started_at: float) -> Group:

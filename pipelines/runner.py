@@ -1,15 +1,22 @@
 """Run a study: the driver loop over the job graph, on Ray, recorded in MLflow, resumable.
 
-``run_study`` is idempotent: a step whose state file says ``done`` with the same key is skipped;
-anything else runs (training resumes from its checkpoint); cell runs are found in MLflow by run key,
-never duplicated, and created when a cell first needs one (its training starts or it is recorded),
-so a large grid's first steps do not wait for thousands of runs. Start-up: the SQLite store is
-created while Ray starts. Failures: a step that returns an error is retried up to ``max_retries`` times;
-an out-of-memory failure is retried with half the micro-batch and twice the gradient accumulation
-(effective batch unchanged; the change is recorded in the state and as run tags); a non-finite
-loss fails its cell at once. A failed step never stops the others; its dependents are skipped
-with the reason. Ctrl-C (or SIGTERM) writes a stop file that training polls at each optimizer
-step, waits ``stop_grace_s`` for steps to return, cancels the rest, and leaves a resumable study.
+``run_study`` is idempotent: ``done`` steps with the same key are skipped (their outputs checked
+first when a step still to run needs them, :mod:`pipelines.repair`; an unreadable state file is
+named and its step runs again); anything else runs, training resumes from its checkpoint. Cell
+runs are found in MLflow by run key, created when a cell first needs one (so a large grid's first
+steps do not wait for thousands of runs), and belong to one study folder
+(:mod:`pipelines.ownership`). The SQLite store is created while Ray starts. Steps handed to Ray
+are ``queued`` until a worker starts them, then ``running``; Ray's own restart of a dead worker's
+task counts as an attempt (:mod:`pipelines.starts`). Failures: retried up to ``max_retries``
+times; out of memory: retried with half the micro-batch and twice the accumulation (effective
+batch unchanged, recorded in the state and as run tags); a non-finite loss, and a failure the same
+input repeats (``permanent``: a missing model folder or data file), fail the cell at once. A
+failed step never stops the others; its dependents are skipped with the reason. Ctrl-C (or
+SIGTERM) writes a stop file that training polls at each optimizer step and that a queued step
+checks when it starts, waits ``stop_grace_s`` for steps to return, cancels the rest, marks the
+unfinished cells' MLflow runs ``KILLED`` and leaves a resumable study. Refusals
+(:class:`~pipelines.driver_lock.StudyRefusal`): a second driver, an unwritable folder, cells of
+another folder in the same store.
 
 Departures from the paper: the authors' OOM retry halves the batch without raising the gradient
 accumulation, silently changing the effective batch; ours preserves it.
@@ -17,72 +24,60 @@ accumulation, silently changing the effective batch; ours preserves it.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import fcntl
 import json
 import os
-import signal
-import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from pipelines import ray_adapter
+from pipelines import ownership, ray_adapter
 from pipelines.cells import CellSpec
+from pipelines.driver_lock import (StudyRefusal, driver_lock, interrupts_as_keyboard_interrupt,
+                                   start_driver_record, write_driver_record)
 from pipelines.graph import Graph, Step, build_graph, cell_tags
 from pipelines.job import JobFunctions, run_step
 from pipelines.mlflow_adapter import StudyTracker, default_tracking_uri, prepare_store
 from pipelines.progress import ProgressView
-from pipelines.state import StateStore, StepState, study_status
+from pipelines.outcome import CellOutcome, StudyOutcome, study_outcome
+from pipelines.repair import damaged_json, reset_damaged_inputs
+from pipelines.starts import STARTS_FILE, note_starts, read_starts
+from pipelines.state import DamagedStateError, StateStore, StepState, study_status
 
 STOP_FILE = "STOP"
 
-__all__ = ["CellOutcome", "StudyOutcome", "run_study", "study_status"]
-
-
-@dataclasses.dataclass(frozen=True)
-class CellOutcome:
-    name: str
-    status: str  # done / failed / interrupted / pending
-    run_key: str
-    run_id: str | None
-    reason: str
-    scores: dict[str, float]
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyOutcome:
-    study_name: str
-    output_dir: Path
-    tracking_uri: str
-    cells: dict[str, CellOutcome]
-    summary: dict[str, int]
-    executed: dict[str, int]  # steps actually run by this call, per kind
-    interrupted: bool
-
-    @property
-    def ok(self) -> bool:
-        return not self.interrupted and all(c.status == "done" for c in self.cells.values())
+__all__ = ["CellOutcome", "StudyOutcome", "StudyRefusal", "run_study", "study_status"]
+WATCH_HINT = "unisd study status <study file>"
 
 
 def run_study(cells: list[CellSpec], *, study_name: str, output_dir: Path | str,
               tracking_uri: str | None = None, ray_address: str | None = None,
               max_retries: int = 2, progress: bool = True,
               functions: JobFunctions | None = None, poll_s: float = 0.5,
-              stop_grace_s: float = 60.0) -> StudyOutcome:
+              stop_grace_s: float = 60.0, watch_hint: str = WATCH_HINT) -> StudyOutcome:
     """Run (or resume) every cell; returns when all are finished, failed or skipped.
 
     ``tracking_uri`` None = SQLite in ``output_dir``; ``ray_address`` None = a local cluster.
     ``functions`` replaces the library calls (tests only). On Ctrl-C the outcome has
-    ``interrupted=True`` and the study can be resumed by calling this again.
+    ``interrupted=True`` and the study can be resumed by calling this again. Raises
+    :class:`StudyRefusal` (before any step runs) when the study must not run here;
+    ``watch_hint`` is the command its message names for watching the study.
     """
     output_dir = Path(output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with _driver_lock(output_dir):
-        return _run_locked(cells, study_name, output_dir, tracking_uri, ray_address, max_retries,
-                           progress, functions, poll_s, stop_grace_s)
+    with driver_lock(output_dir, watch_hint=watch_hint):
+        start_driver_record(output_dir)
+        try:
+            outcome = _run_locked(cells, study_name, output_dir, tracking_uri, ray_address,
+                                  max_retries, progress, functions, poll_s, stop_grace_s)
+        except BaseException as error:
+            ended = "interrupted" if isinstance(error, KeyboardInterrupt) else \
+                f"stopped by {type(error).__name__}"
+            write_driver_record(output_dir, ended_at=time.time(), outcome=ended)
+            raise
+        write_driver_record(output_dir, ended_at=time.time(),
+                            outcome="interrupted" if outcome.interrupted else "finished")
+        return outcome
 
 
 def _run_locked(cells: list[CellSpec], study_name: str, output_dir: Path,
@@ -97,9 +92,12 @@ def _run_locked(cells: list[CellSpec], study_name: str, output_dir: Path,
         ray_adapter.connect(ray_address)
         artifact_root = store.result()
     tracker = StudyTracker(study_name, tracking_uri, artifact_root)
-    run = _StudyRun(build_graph(cells), study_name, output_dir, tracker, max_retries,
-                    functions, poll_s, stop_grace_s)
-    with _interrupts_as_keyboard_interrupt(), ProgressView(study_name, progress) as view:
+    graph = build_graph(cells)
+    folder = ownership.StudyFolder(output_dir)
+    ownership.refuse_foreign_runs(tracker, folder, {c.run_key() for c in graph.cells.values()})
+    run = _StudyRun(graph, study_name, output_dir, tracker, max_retries,
+                    functions, poll_s, stop_grace_s, folder)
+    with interrupts_as_keyboard_interrupt(), ProgressView(study_name, progress) as view:
         run.execute(view)
     tracker.finish_parent("KILLED" if run.interrupted else "FINISHED")
     return run.outcome()
@@ -110,8 +108,9 @@ class _StudyRun:
 
     def __init__(self, graph: Graph, study_name: str, output_dir: Path, tracker: StudyTracker,
                  max_retries: int, functions: JobFunctions | None, poll_s: float,
-                 stop_grace_s: float):
+                 stop_grace_s: float, folder: ownership.StudyFolder):
         self.graph, self.study_name, self.output_dir = graph, study_name, output_dir
+        self.folder = folder
         self.tracker, self.max_retries, self.functions = tracker, max_retries, functions
         self.poll_s, self.stop_grace_s = poll_s, stop_grace_s
         self.store = StateStore(output_dir)
@@ -119,9 +118,15 @@ class _StudyRun:
         self.stop_file.unlink(missing_ok=True)
         self.faults = os.environ.get("UNISD_FAULTS", "")
         self.handles: dict[str, ray_adapter.TaskHandle] = {}
+        self.launches: dict[str, str] = {}  # step id -> launch id of its running task
+        self.starts_seen: dict[str, int] = {}
+        self.starts_checked_at = 0.0
         self.executed: dict[str, int] = {}
         self.interrupted = False
+        self.repairs: list[str] = []
         self.states = {step_id: self._initial_state(step) for step_id, step in graph.steps.items()}
+        deps_of = {step_id: step.deps for step_id, step in graph.steps.items()}
+        self.repairs += reset_damaged_inputs(deps_of, self.states, self.store.save)
         # A cell's MLflow run is found or created when the cell first needs it (its training
         # starts, or it is recorded), not all up front: at ~40 ms a run, a paper grid's 5376
         # cells would hold back the first step by minutes. Recorded cells keep theirs in state.
@@ -136,12 +141,18 @@ class _StudyRun:
         """The cell's MLflow run (found by run key, else created), once per driver."""
         if cell_name not in self.run_ids:
             cell = self.graph.cells[cell_name]
-            self.run_ids[cell_name] = self.tracker.ensure_cell_run(cell.model_dump(mode="json"),
-                                                                   cell_tags(cell))
+            tags = {**cell_tags(cell), **self.folder.tags()}
+            run_id = self.tracker.ensure_cell_run(cell.model_dump(mode="json"), tags)
+            ownership.claim_run(self.tracker, self.folder, run_id, cell_name)
+            self.run_ids[cell_name] = run_id
         return self.run_ids[cell_name]
 
     def _initial_state(self, step: Step) -> StepState:
-        previous = self.store.load(step.step_id)
+        try:
+            previous = self.store.load(step.step_id)
+        except DamagedStateError as error:
+            self.repairs.append(str(error))
+            previous = None
         if previous is not None and previous.key == step.key and previous.status == "done":
             return previous
         state = StepState(step.step_id, step.kind, step.key, step.label)
@@ -163,6 +174,7 @@ class _StudyRun:
                 view.update(self.states.values())
                 for handle in ray_adapter.wait_any(list(self.handles.values()), self.poll_s):
                     self._complete(handle)
+                self._observe_starts()
             view.update(self.states.values())
         except KeyboardInterrupt:
             self._stop(view)
@@ -191,17 +203,24 @@ class _StudyRun:
 
     def _launch_ready(self) -> None:
         for step in self._ready():
-            if step.kind == "train":  # before the state changes: a tracking failure loses nothing
-                self._run_id(step.cells[0])
             state = self.states[step.step_id]
+            if step.kind == "train":  # before the state changes: a tracking failure loses nothing
+                try:
+                    self._run_id(step.cells[0])
+                except ownership.ForeignRunError as error:
+                    self._finish(state, "failed", error=str(error))
+                    continue
             state.attempts += 1
-            state.status, state.started_at, state.finished_at = "running", time.time(), None
+            queued = "running" if step.kind == "record" else "queued"
+            state.status, state.started_at, state.finished_at = queued, time.time(), None
             state.error = ""
             self.store.save(state)
             self.executed[step.kind] = self.executed.get(step.kind, 0) + 1
             if step.kind == "record":
                 self._record_safely(step)
                 continue
+            self.launches[step.step_id] = uuid.uuid4().hex
+            self.starts_seen[step.step_id] = 0
             payload = self._payload(step, state)
             self.handles[step.step_id] = ray_adapter.submit(
                 step.step_id, run_step, payload, num_cpus=step.resources.num_cpus,
@@ -211,6 +230,7 @@ class _StudyRun:
         step_dir = self.output_dir / "steps" / step.step_id
         payload = {**step.payload, "step_id": step.step_id, "kind": step.kind,
                    "step_dir": str(step_dir), "attempt": state.attempts,
+                   "launch": self.launches[step.step_id], "stop_file": str(self.stop_file),
                    "functions": self.functions, "faults": self.faults}
         if step.kind == "prepare":
             payload["cache_dir"] = str(step_dir / "caches")
@@ -218,7 +238,7 @@ class _StudyRun:
             prepared = self.states[step.deps[0]].result
             payload.update(records_path=prepared["records_path"], cache_dir=prepared["cache_dir"],
                            tracking_uri=self.tracker.tracking_uri,
-                           run_id=self._run_id(step.cells[0]), stop_file=str(self.stop_file))
+                           run_id=self._run_id(step.cells[0]))
             payload["train"] = {**payload["train"], **state.adjustments.get("train", {})}
         elif step.kind == "evaluate":
             payload["model_dir"] = self.states[step.deps[0]].result["model_dir"]
@@ -226,10 +246,28 @@ class _StudyRun:
             payload["model_dir"] = None
         return payload
 
+    # ---- starts: queued -> running, Ray's own restarts ----------------------------------------
+    def _observe_starts(self, every_s: float = 2.0) -> None:
+        """Read the ``starts.jsonl`` of active steps (at most every ``every_s`` seconds)."""
+        now = time.time()
+        if now - self.starts_checked_at < every_s:
+            return
+        self.starts_checked_at = now
+        for step_id in list(self.handles):
+            self._note_starts(self.states[step_id])
+
+    def _note_starts(self, state: StepState) -> None:
+        starts = read_starts(self.output_dir / "steps" / state.step_id / STARTS_FILE,
+                             self.launches.get(state.step_id))
+        if note_starts(state, starts, self.starts_seen.get(state.step_id, 0)):
+            self.starts_seen[state.step_id] = len(starts)
+            self.store.save(state)
+
     # ---- outcomes ----------------------------------------------------------------------------
     def _complete(self, handle: ray_adapter.TaskHandle) -> None:
         del self.handles[handle.step_id]
         state = self.states[handle.step_id]
+        self._note_starts(state)
         value, error = ray_adapter.result(handle)
         if error is not None:  # the worker died beyond Ray's own retries, or was cancelled
             if self.interrupted or ray_adapter.is_cancelled(error):
@@ -240,7 +278,11 @@ class _StudyRun:
         if value.get("ok"):
             stopped = state.kind == "train" and value.get("status") == "stopped"
             state.result = {k: v for k, v in value.items() if k != "ok"}
+            for note in value.get("repaired") or []:
+                self.repairs.append(f"{state.label}: {note}")
             self._finish(state, "interrupted" if stopped else "done")
+        elif value.get("error_type") == "stopped":
+            self._finish(state, "interrupted", error="not started: the study was stopping")
         else:
             self._handle_failure(state, value)
 
@@ -253,7 +295,10 @@ class _StudyRun:
             self._retry(state, message)
         elif failure["error_type"] == "nonfinite":
             self._finish(state, "failed", error=f"non-finite loss: {message}")
-        elif state.attempts <= self.max_retries and not self.interrupted:
+        elif failure["error_type"] == "permanent":
+            self._finish(state, "failed",
+                         error=f"{message} (not retried: the same input fails the same way)")
+        elif state.attempts - state.ray_retries <= self.max_retries and not self.interrupted:
             self._retry(state, message)
         else:
             self._finish(state, "failed", error=message)
@@ -298,7 +343,12 @@ class _StudyRun:
         cell_name = step.cells[0]
         run_id = self._run_id(cell_name)
         evaluated = self.states[step.deps[0]]
-        results = json.loads(Path(evaluated.result["results_path"]).read_text())
+        results_path = Path(evaluated.result["results_path"])
+        problem = damaged_json(results_path, want=dict)
+        if problem:  # named; the next run recomputes the evaluation (repair.reset_damaged_inputs)
+            raise RuntimeError(f"evaluation results damaged: {problem}; "
+                               "`unisd study run` recomputes the evaluation")
+        results = json.loads(results_path.read_text(encoding="utf-8"))
         self.tracker.log_evaluation(run_id, results)
         trained_id = next((d for d in self.graph.steps[evaluated.step_id].deps), None)
         for step_id in filter(None, [trained_id, evaluated.step_id]):
@@ -347,51 +397,20 @@ class _StudyRun:
         for step_id in list(self.handles):
             del self.handles[step_id]
             self._finish(self.states[step_id], "interrupted", error="cancelled by Ctrl-C")
+        self._kill_unfinished_runs()
+
+    def _kill_unfinished_runs(self) -> None:
+        """The MLflow runs of cells left unfinished by the interruption: status KILLED."""
+        for name, run_id in self.run_ids.items():
+            if self.states[self.graph.record_step_of[name]].status not in ("done", "failed",
+                                                                           "skipped"):
+                try:
+                    self.tracker.finish(run_id, "interrupted", "interrupted, re-run to resume")
+                except Exception:  # noqa: BLE001 - the store is down: the rerun records the cell
+                    pass
 
     def outcome(self) -> StudyOutcome:
-        cells = {}
-        for name, cell in self.graph.cells.items():
-            record = self.states[self.graph.record_step_of[name]]
-            status = {"done": "done", "skipped": "failed"}.get(record.status, record.status)
-            cells[name] = CellOutcome(name=name, status=status, run_key=cell.run_key(),
-                                      run_id=self.run_ids.get(name), reason=record.error,
-                                      scores=dict(record.result.get("scores", {})))
-        summary: dict[str, int] = {}
-        for state in self.states.values():
-            summary[state.status] = summary.get(state.status, 0) + 1
-        return StudyOutcome(study_name=self.study_name, output_dir=self.output_dir,
-                            tracking_uri=self.tracker.tracking_uri, cells=cells,
-                            summary=summary, executed=dict(self.executed),
-                            interrupted=self.interrupted)
-
-
-@contextlib.contextmanager
-def _driver_lock(output_dir: Path) -> Iterator[None]:
-    """One driver per study folder; the kernel drops the lock when a driver dies."""
-    with (output_dir / "driver.lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another driver is running the study in {output_dir}; "
-                               "watch it with study_status / `python -m pipelines status`"
-                               ) from None
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-
-
-class _interrupts_as_keyboard_interrupt:
-    """SIGTERM (``ray job stop``, ``kill``) stops the study like Ctrl-C (main thread only)."""
-
-    def __enter__(self) -> None:
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
-
-    @staticmethod
-    def _raise(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        return study_outcome(self.graph, self.states, output_dir=self.output_dir,
+                             study_name=self.study_name, tracking_uri=self.tracker.tracking_uri,
+                             run_ids=self.run_ids, executed=self.executed,
+                             interrupted=self.interrupted, repairs=self.repairs)

@@ -148,9 +148,13 @@ def test_state_files_and_status_table(tmp_path):
     train_id = next(i for i, s in graph.steps.items() if s.kind == "train")
     store.save(StepState(train_id, "train", graph.steps[train_id].key, "train a",
                          status="running", attempts=1, started_at=1.0))
-    status = study_status(tmp_path)
+    from pipelines.driver_lock import driver_lock
+
+    with driver_lock(tmp_path, watch_hint="w"):  # a live driver runs the training step
+        status = study_status(tmp_path)
     assert status.summary["running"] == 1
     assert status.summary["pending"] == len(graph.steps) - 1
+    assert study_status(tmp_path).summary["interrupted"] == 1  # its driver is gone
     assert {row["cell"] for row in status.cells} == {"a", "base"}
     assert not list(store.folder.glob(".*.tmp"))  # atomic writes leave no temporaries
 
