@@ -38,6 +38,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from pipelines.environment import collect_environment
 from pipelines.retention_step import measure_retention, merge_retention
 from unisd_core.data.records import Record
 
@@ -92,7 +93,8 @@ def run_step(payload: dict[str, Any]) -> dict[str, Any]:
             logger.info("step %s (%s) attempt %s", payload["step_id"], payload["kind"],
                         payload.get("attempt", 1))
             outcome = STEP_KINDS[payload["kind"]](payload, functions, logger)
-            return {"ok": True, **outcome}
+            # after the step: its thread settings are the ones the arithmetic ran with
+            return {"ok": True, **outcome, "environment": collect_environment()}
         except BaseException as error:  # noqa: BLE001 - every failure is reported, not lost
             if isinstance(error, KeyboardInterrupt):
                 raise
