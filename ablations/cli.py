@@ -121,8 +121,21 @@ def run(path: Path = StudyFile,
         table.add_row(name, cell.status, cell.reason[:80])
     console.print(table)
     console.print(f"tracking URI: {outcome.tracking_uri}")
+    _describe_in_mlflow(spec, path, cells, outcome.tracking_uri)
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _describe_in_mlflow(spec: StudySpec, path: Path, cells: list, uri: str) -> None:
+    """Description, study file, grid and the arms view on the study's MLflow experiment."""
+    from pipelines.mlflow_adapter import describe_study
+
+    view = describe_study(spec.name, uri, description=spec.description, study_file=path,
+                          cells=[{**cell.model_dump(mode="json"), "run_key": cell.run_key()}
+                                 for cell in cells])
+    where = (f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{view}"
+             if uri.startswith("sqlite:") else f"{uri.rstrip('/')}{view}")
+    console.print(f"arms side by side: {where}", markup=False, highlight=False)
 
 
 @study_app.command("status")
