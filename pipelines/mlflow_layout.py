@@ -7,7 +7,9 @@ Source, Models and Dataset). So the experiment is tagged as a model-training one
 (``mlflow.experimentKind``), carries the study's description (``mlflow.note.content``), and holds
 a *shared view* (``mlflow.sharedViewState.<key>``, what the UI's own "Share" button writes): the
 child runs only, grouped by arm, with the score columns shown. Open it at
-``<ui>/#/experiments/<id>/runs?viewStateShareKey=<key>`` (:func:`comparison_view_path`).
+``<ui>/#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=<key>``
+(:func:`comparison_view_path`): MLflow 3.17's UI ignores the kind tag in favour of its
+per-browser GenAI / Model training switch (default GenAI), which ``workflowType`` sets.
 
 The arm label is the report's row label (``Base``, ``SDFT``, ``SD+EMA``, ``UniSD*``): method
 plus component subset, independent of seed, model and dataset, so grouping by ``unisd.arm``
@@ -94,7 +96,8 @@ def experiment_tags(description: str | None, benchmarks: list[str]) -> dict[str,
 
 def comparison_view_path(experiment_id: str) -> str:
     """The UI path (after the server's address) of the arms-side-by-side view."""
-    return f"/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+    return (f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
 
 
 def cell_overview(cells: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
