@@ -2,8 +2,14 @@
 
 ``unisd study validate|plan|run|status FILE`` and ``unisd report FILE [--out DIR]``. Every command
 validates the whole study first; an invalid study prints every error and exits with code 2
-(no traceback), before anything runs. Heavy imports (Ray, MLflow, statsmodels, matplotlib) happen
-inside the commands that need them, so ``validate`` and ``plan`` answer in seconds.
+(no traceback), before anything runs; a study file that does not exist exits with code 66
+(``EX_NOINPUT``). Heavy imports (Ray, MLflow, statsmodels, matplotlib) happen inside the commands
+that need them, so ``validate`` and ``plan`` answer in seconds.
+
+Output conventions: results (tables) go to stdout, notes, progress remarks and errors to stderr;
+printed to a terminal, lines fit its width; piped to a file or another program, nothing is
+wrapped (a table is as wide as its content). The study's output folder (``output_dir`` in the
+study, default ``runs/<name>``) is relative to the current directory, not to the study file.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 from typing import Optional
+
+import sys
 
 import typer
 from rich.console import Console
@@ -23,26 +31,61 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="UniSD ablation studies: validate, plan, run, report.")
 study_app = typer.Typer(no_args_is_help=True, help="Work with a study file.")
 app.add_typer(study_app, name="study")
-console = Console(width=120)
 INVALID_STUDY_EXIT = 2
+MISSING_FILE_EXIT = 66  # sysexits.h EX_NOINPUT: the input file does not exist or is unreadable
+
+
+def _console(stderr: bool) -> Console:
+    """A terminal gets its own width; a pipe or file gets no wrapping at all (soft wrap, and
+    tables as wide as their content)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=100_000, soft_wrap=True)
+
+
+console = _console(stderr=False)  # results
+notes = _console(stderr=True)  # notes, remarks, errors
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        from unisd_core.version import LIBRARY_VERSION
+
+        console.print(f"unisd {metadata.version('unisd')} (library {LIBRARY_VERSION})",
+                      markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """UniSD ablation studies: validate, plan, run, report."""
 
 StudyFile = typer.Argument(..., help="The study YAML file.")
 
 
 OutputDir = typer.Option(
     None, "--output-dir",
-    help="Study output folder (overrides the study's output_dir; default runs/<name>). "
-         "Give the same folder to run, status and report.",
+    help="Study output folder (overrides the study's output_dir; default runs/<name>, relative "
+         "to the current directory, not to the study file). Give the same folder to run, "
+         "status and report.",
 )
 
 
 def _load(path: Path, output_dir: Optional[Path] = None) -> StudySpec:
+    if not path.is_file():
+        what = "is a folder, not a study file" if path.is_dir() else "does not exist"
+        notes.print(f"[bold red]no study file[/]: {path} {what}", highlight=False)
+        raise typer.Exit(MISSING_FILE_EXIT)
     try:
         spec = load_study(path)
     except StudyValidationError as exc:
-        console.print(f"[bold red]invalid study[/] {exc.source}: {len(exc.errors)} error(s)")
+        notes.print(f"[bold red]invalid study[/] {exc.source}: {len(exc.errors)} error(s)")
         for error in exc.errors:
-            console.print("  - " + error.render(), style="red", markup=False, highlight=False)
+            notes.print("  - " + error.render(), style="red", markup=False, highlight=False)
         raise typer.Exit(INVALID_STUDY_EXIT) from None
     return spec if output_dir is None else spec.model_copy(update={"output_dir": str(output_dir)})
 
@@ -135,7 +178,7 @@ def _describe_in_mlflow(spec: StudySpec, path: Path, cells: list, uri: str) -> N
                                  for cell in cells])
     where = (f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{view}"
              if uri.startswith("sqlite:") else f"{uri.rstrip('/')}{view}")
-    console.print(f"arms side by side: {where}", markup=False, highlight=False)
+    notes.print(f"arms side by side: {where}", markup=False, highlight=False)
 
 
 @study_app.command("status")
@@ -180,13 +223,13 @@ def report(path: Path = StudyFile,
     try:
         scores, items = load_study_records(spec.name, uri)
     except KeyError as exc:
-        console.print(f"[red]no records[/]: {exc}")
+        notes.print(f"[red]no records[/]: {exc}")
         raise typer.Exit(1) from None
     out_dir = out or spec.resolved_output_dir() / "report"
     try:
         built = build_report(scores, items, out_dir, n_replicates=replicates, with_plots=plots)
     except ValueError as exc:
-        console.print(f"[red]no report[/]: {exc}")
+        notes.print(f"[red]no report[/]: {exc}")
         raise typer.Exit(1) from None
     console.print(markdown_table(main_table_display(built.main)), markup=False)
     console.print("Gains over the base model (points; 95% paired bootstrap over items and seeds, "
@@ -194,8 +237,8 @@ def report(path: Path = StudyFile,
     console.print(markdown_table(gains_table_display(built.gains)), markup=False,
                   highlight=False)
     for note in built.notes:
-        console.print(f"[yellow]note[/]: {note}", highlight=False)
-    console.print(f"wrote {len(built.files)} files to {out_dir}")
+        notes.print(f"[yellow]note[/]: {note}", highlight=False)
+    notes.print(f"wrote {len(built.files)} files to {out_dir}")
     if attach:
         _attach(spec.name, uri, built)
 
@@ -205,5 +248,5 @@ def _attach(study_name: str, uri: str, built) -> None:
     from pipelines.mlflow_adapter import log_study_report
 
     log_study_report(study_name, uri, built.files, built.metrics)
-    console.print(f"attached {len(built.files)} files and {len(built.metrics)} metrics to the "
+    notes.print(f"attached {len(built.files)} files and {len(built.metrics)} metrics to the "
                   f"parent run of {study_name}")

@@ -319,7 +319,17 @@ def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
 
 
 def load_study_records(study_name: str, tracking_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(scores, items)`` frames as docs/architecture.md "Result records" defines them."""
+    """``(scores, items)`` frames as docs/architecture.md "Result records" defines them.
+
+    Raises ``KeyError`` when there is no such study; a SQLite store that does not exist is not
+    created (opening it would leave an empty ``mlflow.db`` behind).
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not database.is_absolute():
+            database = Path.cwd() / database
+        if not database.exists():
+            raise KeyError(f"no MLflow store at {database}: the study has not been run there")
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(study_name)
     if experiment is None:

@@ -36,7 +36,7 @@ def smoke_study(tmp_path_factory) -> tuple[Path, dict[str, str], str]:
     study = str(ROOT / "studies" / "smoke.yaml")
     run = _unisd("study", "run", study, "--no-progress", cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "arms side by side:" in run.stdout and "viewStateShareKey=" in run.stdout
+    assert "arms side by side:" in run.stderr and "viewStateShareKey=" in run.stderr
     return tmp_path, env, study
 
 
