@@ -31,7 +31,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from pipelines import mlflow_layout as layout
@@ -84,7 +84,7 @@ class StudyTracker:
                 tags={layout.EXPERIMENT_KIND_TAG: layout.MODEL_TRAINING_KIND})
             experiment = self.client.get_experiment(experiment_id)
         self.experiment_id = experiment.experiment_id
-        self.benchmarks = _view_benchmarks(experiment.tags)
+        self.benchmarks = layout.view_benchmarks(experiment.tags)
         if experiment.tags.get(layout.EXPERIMENT_KIND_TAG) != layout.MODEL_TRAINING_KIND:
             # a study recorded before the kind tag existed: opens on the runs view from now on
             self.client.set_experiment_tag(self.experiment_id, layout.EXPERIMENT_KIND_TAG,
@@ -131,6 +131,8 @@ class StudyTracker:
             tags={**tags, **layout.provenance_tags(self.study_name), PARENT_TAG: "false",
                   "mlflow.parentRunId": self.parent_run_id, "unisd.study": self.study_name,
                   "unisd.status": "pending"}).info.run_id
+        if not found:
+            self.client.log_inputs(run_id, datasets=_dataset_inputs(cell_payload))
         params = [Param(key, value) for key, value in flatten(cell_payload).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[start:start + 100])
@@ -297,15 +299,11 @@ def flatten(payload: Any, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _view_benchmarks(experiment_tags: dict[str, str]) -> list[str]:
-    """The benchmarks the experiment's arms view already shows (from its stored state)."""
-    try:
-        view = json.loads(experiment_tags.get(layout.SHARED_VIEW_PREFIX + layout.VIEW_KEY, "{}"))
-    except ValueError:
-        return []
-    columns = view.get("selectedColumns", [])
-    return [c[len("metrics.`score/"):-1] for c in columns
-            if c.startswith("metrics.`score/") and c != f"metrics.`{MEAN_SCORE}`"]
+def _dataset_inputs(cell_payload: dict[str, Any]) -> list[DatasetInput]:
+    return [DatasetInput(Dataset(name=entry["name"], digest=entry["digest"],
+                                 source_type=entry["source_type"], source=entry["source"]),
+                         tags=[InputTag("mlflow.data.context", entry["context"])])
+            for entry in layout.dataset_inputs(cell_payload)]
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:

@@ -21,6 +21,7 @@ and SDFT under ``none``). :func:`arm_label` must agree with
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import subprocess
 from importlib import metadata
@@ -94,6 +95,17 @@ def experiment_tags(description: str | None, benchmarks: list[str]) -> dict[str,
     return tags
 
 
+def view_benchmarks(experiment_tags: Mapping[str, str]) -> list[str]:
+    """The benchmarks an experiment's stored arms view already shows."""
+    try:
+        view = json.loads(experiment_tags.get(SHARED_VIEW_PREFIX + VIEW_KEY, "{}"))
+    except ValueError:
+        return []
+    prefix = "metrics.`score/"
+    return [column[len(prefix):-1] for column in view.get("selectedColumns", [])
+            if column.startswith(prefix) and column != f"metrics.`{MEAN_SCORE}`"]
+
+
 def comparison_view_path(experiment_id: str) -> str:
     """The UI path (after the server's address) of the arms-side-by-side view."""
     return (f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
@@ -112,6 +124,29 @@ def cell_overview(cells: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row.update({name: bool(components.get(name)) for name in COMPONENT_NAMES})
         rows.append(row)
     return rows
+
+
+def dataset_inputs(cell: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The cell's data as MLflow dataset inputs (the runs table's default Dataset column): the
+    training set (context ``training``, trained cells only) and each benchmark (``evaluation``).
+    ``source`` is the configured source, or ``unisd sample`` for the shipped/generated data."""
+    data = cell.get("data") or {}
+    evaluation = cell.get("eval") or {}
+    entries = []
+    if cell.get("train"):
+        entries.append((cell["training_set"], data.get("source"), data.get("limit"), "training"))
+    for benchmark in cell.get("benchmarks", []):
+        entries.append((benchmark, (data.get("eval_sources") or {}).get(benchmark),
+                        evaluation.get("limit"), "evaluation"))
+    inputs = []
+    for name, source, limit, context in entries:
+        identity = json.dumps([name, context, source, limit, data.get("seed")])  # split too
+        inputs.append({"name": name, "source": str(source or "unisd sample"),
+                       "source_type": "local" if source and str(source).startswith("/") else
+                       ("hub" if source else "unisd"),
+                       "digest": hashlib.sha256(identity.encode()).hexdigest()[:16],
+                       "context": context})
+    return inputs
 
 
 def provenance_tags(study_name: str = "") -> dict[str, str]:

@@ -91,6 +91,12 @@ def test_study_experiment_runs_names_arms_and_the_search_recipe(tmp_path, smoke_
     assert sorted(frame["run_id"]) == sorted(run_ids.values())
     assert frame.groupby("tags.unisd.arm").size().to_dict() == {"Base": 1, "SDFT": 2,
                                                                  "SD+EMA": 2}
+    inputs = runs[cells[-1].name].inputs.dataset_inputs  # a trained cell: training + 2 evals
+    contexts = {(i.dataset.name, i.tags[0].value) for i in inputs}
+    assert contexts == {("scienceqa", "training"), ("scienceqa", "evaluation"),
+                        ("gpqa", "evaluation")}
+    assert tracker.benchmarks == ["scienceqa", "gpqa"]
+    assert StudyTracker(spec.name, uri).benchmarks == ["scienceqa", "gpqa"]  # read back
     parent = client.get_run(tracker.parent_run_id)
     assert parent.data.tags[NOTE_TAG] == spec.description
     assert {a.path for a in client.list_artifacts(tracker.parent_run_id, "study")} == {
