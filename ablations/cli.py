@@ -14,11 +14,10 @@ study, default ``runs/<name>``) is relative to the current directory, not to the
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Optional
-
-import sys
 
 import typer
 from rich.console import Console
@@ -173,9 +172,13 @@ def _describe_in_mlflow(spec: StudySpec, path: Path, cells: list, uri: str) -> N
     """Description, study file, grid and the arms view on the study's MLflow experiment."""
     from pipelines.mlflow_adapter import describe_study
 
-    view = describe_study(spec.name, uri, description=spec.description, study_file=path,
-                          cells=[{**cell.model_dump(mode="json"), "run_key": cell.run_key()}
-                                 for cell in cells])
+    try:
+        view = describe_study(spec.name, uri, description=spec.description, study_file=path,
+                              cells=[{**cell.model_dump(mode="json"), "run_key": cell.run_key()}
+                                     for cell in cells])
+    except Exception as exc:  # noqa: BLE001 - the runs are recorded; only the extras are missing
+        notes.print(f"[yellow]note[/]: could not describe the study in MLflow: {exc}")
+        return
     where = (f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{view}"
              if uri.startswith("sqlite:") else f"{uri.rstrip('/')}{view}")
     notes.print(f"arms side by side: {where}", markup=False, highlight=False)
