@@ -24,6 +24,10 @@ bubblewrap:
 	else echo "note: bubblewrap (bwrap) is missing; install it (apt-get install bubblewrap) to score code" >&2; fi
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@# chromium (Debian) for the MLflow UI browser test; as root only, never fatal (the test skips)
+	-@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  >/dev/null 2>&1 || echo "chromium not installed: the MLflow browser test will be skipped"; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"

@@ -2,17 +2,24 @@
 
 ``unisd study validate|plan|run|status FILE`` and ``unisd report FILE [--out DIR]``. Every command
 validates the whole study first; an invalid study prints every error and exits with code 2
-(no traceback), before anything runs. Heavy imports (Ray, MLflow, statsmodels, matplotlib) happen
-inside the commands that need them, so ``validate`` and ``plan`` answer in seconds.
+(no traceback), before anything runs; a study file that does not exist exits with code 66
+(``EX_NOINPUT``). Heavy imports (Ray, MLflow, statsmodels, matplotlib) happen inside the commands
+that need them, so ``validate`` and ``plan`` answer in seconds.
 
 ``study run`` exits 0 when every cell is done, 1 when some failed, 3 when it refused to start (a
 second driver on the folder, an unwritable folder, cells another folder records in the same MLflow
 store: the message says which and names ``unisd study status``), and 130 when interrupted
 (Ctrl-C, SIGTERM: "interrupted, re-run to resume").
+
+Output conventions: results (tables) go to stdout, notes, progress remarks and errors to stderr;
+printed to a terminal, lines fit its width; piped to a file or another program, nothing is
+wrapped (a table is as wide as its content). The study's output folder (``output_dir`` in the
+study, default ``runs/<name>``) is relative to the current directory, not to the study file.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -28,28 +35,63 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="UniSD ablation studies: validate, plan, run, report.")
 study_app = typer.Typer(no_args_is_help=True, help="Work with a study file.")
 app.add_typer(study_app, name="study")
-console = Console(width=120)
 INVALID_STUDY_EXIT = 2
 REFUSED_EXIT = 3
 INTERRUPTED_EXIT = 130  # as a shell reports a process ended by SIGINT
+MISSING_FILE_EXIT = 66  # sysexits.h EX_NOINPUT: the input file does not exist or is unreadable
+
+
+def _console(stderr: bool) -> Console:
+    """A terminal gets its own width; a pipe or file gets no wrapping at all (soft wrap, and
+    tables as wide as their content)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=100_000, soft_wrap=True)
+
+
+console = _console(stderr=False)  # results
+notes = _console(stderr=True)  # notes, remarks, errors
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        from unisd_core.version import LIBRARY_VERSION
+
+        console.print(f"unisd {metadata.version('unisd')} (library {LIBRARY_VERSION})",
+                      markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """UniSD ablation studies: validate, plan, run, report."""
 
 StudyFile = typer.Argument(..., help="The study YAML file.")
 
 
 OutputDir = typer.Option(
     None, "--output-dir",
-    help="Study output folder (overrides the study's output_dir; default runs/<name>). "
-         "Give the same folder to run, status and report.",
+    help="Study output folder (overrides the study's output_dir; default runs/<name>, relative "
+         "to the current directory, not to the study file). Give the same folder to run, "
+         "status and report.",
 )
 
 
 def _load(path: Path, output_dir: Optional[Path] = None) -> StudySpec:
+    if not path.is_file():
+        what = "is a folder, not a study file" if path.is_dir() else "does not exist"
+        notes.print(f"[bold red]no study file[/]: {path} {what}", highlight=False)
+        raise typer.Exit(MISSING_FILE_EXIT)
     try:
         spec = with_output_dir(load_study(path), output_dir)
     except StudyValidationError as exc:
-        console.print(f"[bold red]invalid study[/] {exc.source}: {len(exc.errors)} error(s)")
+        notes.print(f"[bold red]invalid study[/] {exc.source}: {len(exc.errors)} error(s)")
         for line in exc.lines():
-            console.print("  - " + line, style="red", markup=False, highlight=False)
+            notes.print("  - " + line, style="red", markup=False, highlight=False)
         raise typer.Exit(INVALID_STUDY_EXIT) from None
     for note in study_notes(spec):  # accepted, but changed or unchecked: say so (stderr)
         typer.echo(f"note: {note}", err=True)
@@ -68,9 +110,9 @@ def _check_inputs(path: Path, spec: StudySpec) -> None:
 
     errors = missing_local_inputs(spec)
     if errors:
-        console.print(f"[bold red]invalid study[/] {path}: {len(errors)} error(s)")
+        notes.print(f"[bold red]invalid study[/] {path}: {len(errors)} error(s)")
         for error in errors:
-            console.print("  - " + error.render(), style="red", markup=False, highlight=False)
+            notes.print("  - " + error.render(), style="red", markup=False, highlight=False)
         raise typer.Exit(INVALID_STUDY_EXIT)
 
 
@@ -152,10 +194,10 @@ def run(path: Path = StudyFile,
                             ray_address=address or spec.ray_address, max_retries=max_retries,
                             progress=progress, watch_hint=_status_command(path, output_dir))
     except StudyRefusal as exc:
-        console.print(f"[bold red]refused[/]: {exc}", highlight=False)
+        notes.print(f"[bold red]refused[/]: {exc}", highlight=False)
         raise typer.Exit(REFUSED_EXIT) from None
     except KeyboardInterrupt:  # before the first step (e.g. while Ray starts): nothing ran
-        console.print("[yellow]interrupted, re-run to resume[/]", highlight=False)
+        notes.print("[yellow]interrupted, re-run to resume[/]", highlight=False)
         raise typer.Exit(INTERRUPTED_EXIT) from None
     table = Table(title=f"study {spec.name}")
     table.add_column("cell", no_wrap=True)
@@ -166,11 +208,12 @@ def run(path: Path = StudyFile,
         table.add_row(name, cell.status, _reason(cell.reason, cell.log))
     console.print(table, highlight=False)
     for note in outcome.repairs:
-        console.print(f"[yellow]repaired[/]: {note}", highlight=False)
+        notes.print(f"[yellow]repaired[/]: {note}", highlight=False)
     console.print(f"tracking URI: {outcome.tracking_uri}")
+    _describe_in_mlflow(spec, path, cells, outcome.tracking_uri)
     if outcome.interrupted:
-        console.print(f"[yellow]interrupted, re-run to resume[/]: unisd study run {path}"
-                      + (f" --output-dir {output_dir}" if output_dir else ""), highlight=False)
+        notes.print(f"[yellow]interrupted, re-run to resume[/]: unisd study run {path}"
+                    + (f" --output-dir {output_dir}" if output_dir else ""), highlight=False)
         raise typer.Exit(INTERRUPTED_EXIT)
     if not outcome.ok:
         raise typer.Exit(1)
@@ -179,6 +222,22 @@ def run(path: Path = StudyFile,
 def _reason(reason: str, log: Optional[str]) -> str:
     """The whole reason (the table wraps it), and the step log to read for the rest."""
     return f"{reason} (log: {log})" if log else reason
+
+
+def _describe_in_mlflow(spec: StudySpec, path: Path, cells: list, uri: str) -> None:
+    """Description, study file, grid and the arms view on the study's MLflow experiment."""
+    from pipelines.mlflow_adapter import describe_study
+
+    try:
+        view = describe_study(spec.name, uri, description=spec.description, study_file=path,
+                              cells=[{**cell.model_dump(mode="json"), "run_key": cell.run_key()}
+                                     for cell in cells])
+    except Exception as exc:  # noqa: BLE001 - the runs are recorded; only the extras are missing
+        notes.print(f"[yellow]note[/]: could not describe the study in MLflow: {exc}")
+        return
+    where = (f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{view}"
+             if uri.startswith("sqlite:") else f"{uri.rstrip('/')}{view}")
+    notes.print(f"arms side by side: {where}", markup=False, highlight=False)
 
 
 @study_app.command("status")
@@ -198,10 +257,10 @@ def status(path: Path = StudyFile, output_dir: Optional[Path] = OutputDir,
     try:
         state = study_status(spec.resolved_output_dir())
     except FileNotFoundError as exc:
-        console.print(f"[yellow]{exc}[/]: the study has not been run yet")
+        notes.print(f"[yellow]{exc}[/]: the study has not been run yet")
         raise typer.Exit(1) from None
     except DamagedStateError as exc:
-        console.print(f"[red]damaged[/]: {exc}", highlight=False)
+        notes.print(f"[red]damaged[/]: {exc}", highlight=False)
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(state.to_json(), indent=1, default=str))
@@ -262,13 +321,13 @@ def report(path: Path = StudyFile,
     try:
         scores, items = load_study_records(spec.name, uri)
     except KeyError as exc:
-        console.print(f"[red]no records[/]: {exc}")
+        notes.print(f"[red]no records[/]: {exc}")
         raise typer.Exit(1) from None
     out_dir = out or spec.resolved_output_dir() / "report"
     try:
         built = build_report(scores, items, out_dir, n_replicates=replicates, with_plots=plots)
     except ValueError as exc:
-        console.print(f"[red]no report[/]: {exc}")
+        notes.print(f"[red]no report[/]: {exc}")
         raise typer.Exit(1) from None
     console.print(markdown_table(main_table_display(built.main)), markup=False)
     console.print("Gains over the base model (points; 95% paired bootstrap over items and seeds, "
@@ -276,8 +335,8 @@ def report(path: Path = StudyFile,
     console.print(markdown_table(gains_table_display(built.gains)), markup=False,
                   highlight=False)
     for note in built.notes:
-        console.print(f"[yellow]note[/]: {note}", highlight=False)
-    console.print(f"wrote {len(built.files)} files to {out_dir}")
+        notes.print(f"[yellow]note[/]: {note}", highlight=False)
+    notes.print(f"wrote {len(built.files)} files to {out_dir}")
     if attach:
         _attach(spec.name, uri, built)
 
@@ -287,5 +346,5 @@ def _attach(study_name: str, uri: str, built) -> None:
     from pipelines.mlflow_adapter import log_study_report
 
     log_study_report(study_name, uri, built.files, built.metrics)
-    console.print(f"attached {len(built.files)} files and {len(built.metrics)} metrics to the "
+    notes.print(f"attached {len(built.files)} files and {len(built.metrics)} metrics to the "
                   f"parent run of {study_name}")

@@ -135,13 +135,11 @@ def build_lm(
 def _item_results(samples: list[dict[str, Any]], primary: str) -> tuple[ItemResult, ...]:
     items = []
     for sample in sorted(samples, key=lambda sample: sample["doc_id"]):
-        detail = sample["item"]
+        detail = sample["doc"]["unisd_item"]  # written by the task's process_results
         prediction = sample["filtered_resps"][0]
         if isinstance(prediction, (list, tuple)):
             prediction = prediction[0]
-        metrics = {
-            name: float(sample[name]) for name in sample.get("metrics", []) if name != "item"
-        }
+        metrics = {name: float(sample[name]) for name in sample.get("metrics", [])}
         items.append(
             ItemResult(
                 item_id=detail["item_id"],
@@ -161,8 +159,7 @@ def _benchmark_result(benchmark: str, output: dict[str, Any]) -> BenchmarkResult
     metrics = {
         key.split(",")[0]: float(value)
         for key, value in raw.items()
-        if "," in key and "_stderr" not in key and not key.startswith("item,")
-        and isinstance(value, (int, float))
+        if "," in key and "_stderr" not in key and isinstance(value, (int, float))
     }
     items = _item_results(output["samples"][name], primary)
     return BenchmarkResult(
@@ -219,7 +216,9 @@ def _run_tasks(model, chosen, tokenizer, limit, max_new_tokens, batch_size, back
     manager = TaskManager(
         include_path=str(TASKS_DIR),
         include_defaults=False,
-        metadata={"sources": dict(sources or {}), "shuffle_seed": seed},
+        # allow_sample: a study without eval sources scores the shipped samples by design (the
+        # CPU demo, tests); the task logs a WARNING into the step log for each one.
+        metadata={"sources": dict(sources or {}), "shuffle_seed": seed, "allow_sample": True},
     )
     hf_model = getattr(lm, "model", None) if backend == "hf" else None
     neutral = neutral_generation_defaults(hf_model) if hf_model is not None else nullcontext()

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pipelines.repair import set_aside_damaged_training
+from pipelines.environment import collect_environment
 from pipelines.retention_step import measure_retention, merge_retention
 from pipelines.starts import append_start
 from pipelines.state import write_json_atomic, write_text_atomic
@@ -111,7 +112,8 @@ def run_step(payload: dict[str, Any]) -> dict[str, Any]:
             logger.info("step %s (%s) attempt %s", payload["step_id"], payload["kind"],
                         payload.get("attempt", 1))
             outcome = STEP_KINDS[payload["kind"]](payload, functions, logger)
-            return {"ok": True, **outcome}
+            # after the step: its thread settings are the ones the arithmetic ran with
+            return {"ok": True, **outcome, "environment": collect_environment()}
         except BaseException as error:  # noqa: BLE001 - every failure is reported, not lost
             if isinstance(error, KeyboardInterrupt):
                 raise

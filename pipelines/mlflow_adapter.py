@@ -1,12 +1,14 @@
-"""The only module that imports ``mlflow``: study experiment, parent and cell runs, records.
+"""The MLflow adapter (with its helper :mod:`pipelines.mlflow_study`, the only modules that import
+``mlflow``): study experiment, parent and cell runs, records.
 
 Layout: one experiment per study (named after it), one parent run per study, one child run per
 cell. A cell run carries the resolved cell config as flattened params, identity and provenance as
-tags (``unisd.*``: run key, method, subset, component flags, model family, dataset, seed, git SHA,
-library versions, status), step metrics from training (logged by the worker through
+tags (``unisd.*``: run key, method, arm, subset, component flags, model family, dataset, seed,
+git SHA, library versions, status; ``unisd.env.*``: the machine, :mod:`pipelines.environment`),
+MLflow's own source tags and a readable run name (:mod:`pipelines.mlflow_layout`), step metrics from training (logged by the worker through
 :class:`MlflowMetricsSink`, batched), evaluation metrics per benchmark (scores, and the
 retention metrics of method.md 6: ``<benchmark>/pplret``, ``/jsd_to_base``, ``/gold_logprob``,
-...), and artifacts (per-item samples as JSONL, each item's ``metrics`` carrying its
+...) and their mean ``score/mean``, and artifacts (per-item samples as JSONL, each item's ``metrics`` carrying its
 ``jsd_to_base``, ``base_logprob``, ``gold_logprob``; the resolved config; step logs).
 
 Store: the embedded default is ``sqlite:///<study output>/mlflow.db`` with artifacts in
@@ -22,26 +24,23 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from evaluation.sandbox_isolation import describe_mode as sandbox_mode
+from pipelines import mlflow_layout as layout
+from pipelines import mlflow_study
+from pipelines.mlflow_layout import ARM_TAG, MEAN_SCORE, PARENT_TAG
 from unisd_core.config import COMPONENT_NAMES
-from unisd_core.version import LIBRARY_VERSION
 
 TAG = "unisd."
 RUN_KEY_TAG = "unisd.run_key"
-PARENT_TAG = "unisd.study_parent"
-VERSIONED_PACKAGES = ("torch", "transformers", "peft", "ray", "mlflow", "lm_eval", "pydantic")
 SCORE_COLUMNS = ["run_key", "cell", "model", "training_set", "method", "subset",
                  *COMPONENT_NAMES, "seed", "benchmark", "score", "status"]
 # Section 6 metrics (pipelines.retention_step), logged as ``<benchmark>/<name>`` / item metrics.
@@ -80,11 +79,16 @@ class StudyTracker:
         self.study_name = study_name
         experiment = self.client.get_experiment_by_name(study_name)
         if experiment is None:
-            experiment_id = self.client.create_experiment(study_name,
-                                                          artifact_location=artifact_root)
-        else:
-            experiment_id = experiment.experiment_id
-        self.experiment_id = experiment_id
+            experiment_id = self.client.create_experiment(
+                study_name, artifact_location=artifact_root,
+                tags={layout.EXPERIMENT_KIND_TAG: layout.MODEL_TRAINING_KIND})
+            experiment = self.client.get_experiment(experiment_id)
+        self.experiment_id = experiment.experiment_id
+        self.benchmarks = layout.view_benchmarks(experiment.tags)
+        if experiment.tags.get(layout.EXPERIMENT_KIND_TAG) != layout.MODEL_TRAINING_KIND:
+            # a study recorded before the kind tag existed: opens on the runs view from now on
+            self.client.set_experiment_tag(self.experiment_id, layout.EXPERIMENT_KIND_TAG,
+                                           layout.MODEL_TRAINING_KIND)
         self.parent_run_id = self._ensure_parent()
 
     def _find(self, tag: str, value: str) -> str | None:
@@ -98,20 +102,37 @@ class StudyTracker:
             return found
         run = self.client.create_run(self.experiment_id, run_name=self.study_name,
                                      tags={PARENT_TAG: "true", "unisd.study": self.study_name,
-                                           **provenance_tags()})
+                                           **layout.provenance_tags(self.study_name)})
         return run.info.run_id
+
+    def describe(self, description: str | None, benchmarks: list[str]) -> None:
+        """Description and the arms view on the experiment (idempotent; the view grows)."""
+        self.benchmarks = list(dict.fromkeys([*self.benchmarks, *benchmarks]))
+        for key, value in layout.experiment_tags(description, self.benchmarks).items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
+        if description:
+            self.client.set_tag(self.parent_run_id, layout.NOTE_TAG, description)
 
     def ensure_cell_run(self, cell_payload: dict[str, Any], tags: dict[str, str]) -> str:
         """The run of a cell (found by run key, else created under the study's parent run)."""
         found = self._find(RUN_KEY_TAG, tags[RUN_KEY_TAG])
         if found and self.client.get_run(found).data.params:
             return found
+        benchmarks = [b for b in tags.get("unisd.benchmarks", "").split(",") if b]
+        if not set(benchmarks) <= set(self.benchmarks):
+            self.describe(None, benchmarks)
+        tags = {**tags, ARM_TAG: layout.arm_label(tags.get("unisd.method", ""),
+                                                  tags.get("unisd.subset", ""),
+                                                  tags.get("unisd.cell", ""))}
         # No run yet, or a driver killed right after create_run left one without params:
         # (re)log them; same key, same resolved config, so the values are identical.
         run_id = found or self.client.create_run(
-            self.experiment_id, run_name=tags.get("unisd.cell"),
-            tags={**tags, **provenance_tags(), "mlflow.parentRunId": self.parent_run_id,
-                  "unisd.study": self.study_name, "unisd.status": "pending"}).info.run_id
+            self.experiment_id, run_name=layout.run_name(tags),
+            tags={**tags, **layout.provenance_tags(self.study_name), PARENT_TAG: "false",
+                  "mlflow.parentRunId": self.parent_run_id, "unisd.study": self.study_name,
+                  "unisd.status": "pending"}).info.run_id
+        if not found:
+            self.client.log_inputs(run_id, datasets=_dataset_inputs(cell_payload))
         params = [Param(key, value) for key, value in flatten(cell_payload).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[start:start + 100])
@@ -125,6 +146,9 @@ class StudyTracker:
         """Scores per benchmark as metrics, items as ``items/<benchmark>.jsonl``."""
         now = int(time.time() * 1000)
         metrics: list[Metric] = []
+        if results:  # the unweighted mean over the cell's benchmarks (a runs-table column)
+            mean = sum(float(result["score"]) for result in results.values()) / len(results)
+            metrics.append(Metric(MEAN_SCORE, mean, now, 0))
         for benchmark, result in results.items():
             metrics.append(Metric(f"score/{benchmark}", float(result["score"]), now, 0))
             for name, value in (result.get("metrics") or {}).items():
@@ -180,20 +204,42 @@ class StudyTracker:
 
 def log_study_report(study_name: str, tracking_uri: str, files: list[Path],
                      metrics: dict[str, float]) -> str:
-    """Attach a report (files, contribution metrics) to the study's parent run; -> its id.
+    """Attach a report (files, tables, plots, contribution metrics) to the study's parent run.
 
-    Files in a ``plots`` folder go to ``report/plots``, the rest to ``report``. MLflow metric
-    names allow only some characters, so others are replaced by ``_``.
+    Files in a ``plots`` folder go to ``report/plots``, the rest to ``report``; CSV tables are
+    also logged as MLflow tables (``report/tables/<stem>.json``) and PNG plots as images keyed
+    ``report/<stem>`` at step = the report's number (``unisd.report_count``). MLflow metric
+    names allow only some characters, so others are replaced by ``_``. Returns the parent's id.
     """
     tracker = StudyTracker(study_name, tracking_uri)
+    parent = tracker.parent_run_id
     for path in files:
         folder = "report/plots" if Path(path).parent.name == "plots" else "report"
-        tracker.log_file(tracker.parent_run_id, Path(path), folder)
+        tracker.log_file(parent, Path(path), folder)
+    count = int(tracker.client.get_run(parent).data.tags.get("unisd.report_count", "0"))
+    mlflow_study.log_report_tables(tracker.client, parent, files)
+    mlflow_study.log_report_images(tracker.client, parent, files, step=count)
+    tracker.set_tags(parent, {"unisd.report_count": str(count + 1)})
     now = int(time.time() * 1000)
     batch = [Metric(_metric_name(name), float(value), now, 0) for name, value in metrics.items()]
     for start in range(0, len(batch), 1000):
-        tracker.client.log_batch(tracker.parent_run_id, metrics=batch[start:start + 1000])
-    return tracker.parent_run_id
+        tracker.client.log_batch(parent, metrics=batch[start:start + 1000])
+    return parent
+
+
+def describe_study(study_name: str, tracking_uri: str, *, description: str | None,
+                   study_file: Path | None, cells: list[dict[str, Any]]) -> str:
+    """The study's description, file and resolved grid on its experiment and parent run.
+
+    ``cells``: the cells' resolved payloads, each with its ``run_key``. Returns the UI path
+    of the arms-side-by-side view (append it to the server's address).
+    """
+    tracker = StudyTracker(study_name, tracking_uri)
+    grid = layout.cell_overview(cells)
+    benchmarks = list(dict.fromkeys(b for row in grid for b in row["benchmarks"].split(",") if b))
+    tracker.describe(description, benchmarks)
+    mlflow_study.log_study_definition(tracker.client, tracker.parent_run_id, study_file, grid)
+    return layout.comparison_view_path(tracker.experiment_id)
 
 
 def _metric_name(name: str) -> str:
@@ -267,25 +313,11 @@ def flatten(payload: Any, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def provenance_tags() -> dict[str, str]:
-    tags = {"unisd.git_sha": _git_sha(), "unisd.version.unisd": LIBRARY_VERSION}
-    for package in VERSIONED_PACKAGES:
-        try:
-            tags[f"unisd.version.{package}"] = metadata.version(package.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            tags[f"unisd.version.{package}"] = "absent"
-    tags["unisd.sandbox.mode"] = sandbox_mode()  # of this machine; each code item records its own
-    return tags
-
-
-def _git_sha() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True)
-        return done.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def _dataset_inputs(cell_payload: dict[str, Any]) -> list[DatasetInput]:
+    return [DatasetInput(Dataset(name=entry["name"], digest=entry["digest"],
+                                 source_type=entry["source_type"], source=entry["source"]),
+                         tags=[InputTag("mlflow.data.context", entry["context"])])
+            for entry in layout.dataset_inputs(cell_payload)]
 
 
 def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
@@ -299,7 +331,17 @@ def _all_runs(client: MlflowClient, experiment_id: str) -> list[Any]:
 
 
 def load_study_records(study_name: str, tracking_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(scores, items)`` frames as docs/architecture.md "Result records" defines them."""
+    """``(scores, items)`` frames as docs/architecture.md "Result records" defines them.
+
+    Raises ``KeyError`` when there is no such study; a SQLite store that does not exist is not
+    created (opening it would leave an empty ``mlflow.db`` behind).
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not database.is_absolute():
+            database = Path.cwd() / database
+        if not database.exists():
+            raise KeyError(f"no MLflow store at {database}: the study has not been run there")
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(study_name)
     if experiment is None:

@@ -34,8 +34,12 @@ from typing import Any
 
 from pipelines import ownership, ray_adapter
 from pipelines.cells import CellSpec
+<<<<<<< HEAD
 from pipelines.driver_lock import (StudyRefusal, driver_lock, interrupts_as_keyboard_interrupt,
                                    start_driver_record, write_driver_record)
+=======
+from pipelines.environment import cell_dtype, environment_tags
+>>>>>>> tools
 from pipelines.graph import Graph, Step, build_graph, cell_tags
 from pipelines.job import JobFunctions, run_step
 from pipelines.mlflow_adapter import StudyTracker, default_tracking_uri, prepare_store
@@ -357,6 +361,10 @@ class _StudyRun:
             for metrics_file in sorted(folder.glob("train*/metrics.jsonl")):
                 self.tracker.log_file(run_id, metrics_file,
                                       f"logs/{step_id}/{metrics_file.parent.name}")
+        trained = self.states[trained_id].result if trained_id is not None else {}
+        self.tracker.set_tags(run_id, environment_tags(
+            trained.get("environment"), evaluated.result.get("environment"),
+            cell_dtype(self.graph.cells[cell_name].model_dump(mode="json"))))
         if trained_id is not None:
             self._tag_training(run_id, self.states[trained_id])
         else:

@@ -98,7 +98,8 @@ def test_lm_eval_command_line(tmp_path: Path) -> None:
         "--apply_chat_template", "--device", "cpu", "--batch_size", "2",
         "--limit", str(LIMIT), "--gen_kwargs", f"max_gen_toks={NEW_TOKENS}",
         "--output_path", str(tmp_path / "out"), "--log_samples",
-        "--confirm_run_unsafe_code", "--metadata", json.dumps({"sources": sources}),
+        "--confirm_run_unsafe_code", "--metadata",
+        json.dumps({"sources": sources, "allow_sample": True}),
     ]
     # Run from an unrelated directory: nothing may depend on lm-eval's working directory.
     done = subprocess.run(
@@ -114,9 +115,25 @@ def test_lm_eval_command_line(tmp_path: Path) -> None:
         samples_file = next((tmp_path / "out").rglob(f"samples_{task}_*.jsonl"))
         samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
         records = load_records(benchmark, "test", sources.get(benchmark))[:LIMIT]
-        assert [sample["item"]["item_id"] for sample in samples] == [r.id for r in records]
+        assert not [key for key in output["results"][task] if key.startswith("item")]
+        assert [s["doc"]["unisd_item"]["item_id"] for s in samples] == [r.id for r in records]
         for sample, record in zip(samples, records):
             arguments = sample["arguments"]["gen_args_0"]
             assert arguments["arg_0"] == chat_prompt(tokenizer, record.prompt)
             assert arguments["arg_1"]["do_sample"] is False
             assert arguments["arg_1"]["max_gen_toks"] == NEW_TOKENS
+
+
+def test_lm_eval_refuses_the_shipped_sample_without_a_source(tmp_path: Path) -> None:
+    """``--tasks unisd`` (the group) with no ``--metadata``: a clear refusal, not sample scores."""
+    command = [
+        str(Path(sys.executable).with_name("lm_eval")), "--include_path", str(TASKS_DIR),
+        "--tasks", "unisd", "--model", "hf", "--model_args",
+        f"pretrained={resolve_model(CLI_MODEL)}", "--device", "cpu", "--limit", "1",
+        "--confirm_run_unsafe_code", "--output_path", str(tmp_path / "out"),
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert done.returncode != 0
+    assert "sample shipped with unisd, not the benchmark" in done.stderr + done.stdout
+    assert not list((tmp_path / "out").rglob("results_*.json"))

@@ -134,7 +134,7 @@ def study(tmp_path_factory) -> Study:
 def test_ctrl_c_says_interrupted_and_exits_130(study: Study) -> None:
     out = study.interrupted.stdout
     assert study.interrupted.returncode == 130, out[-2000:] + study.interrupted.stderr[-2000:]
-    assert "interrupted, re-run to resume" in out
+    assert "interrupted, re-run to resume" in study.interrupted.stderr  # a note: stderr
     rows = {line.split()[1]: line for line in out.splitlines()
             if study.trained.name in line}
     assert rows and all(" interrupted " in line for line in rows.values()), out
@@ -204,7 +204,7 @@ def test_second_folder_on_the_same_store_is_refused(study: Study, tmp_path: Path
                     "--tracking-uri", f"sqlite:///{study.output / 'mlflow.db'}", "--no-progress",
                     root=study.root, timeout=600)
     assert refused.returncode == 3, refused.stdout + refused.stderr
-    assert str(study.output) in refused.stdout and "--tracking-uri" in refused.stdout
+    assert str(study.output) in refused.stderr and "--tracking-uri" in refused.stderr  # stderr
     assert not (other / "steps").exists()  # nothing trained twice
 
 
@@ -215,7 +215,7 @@ def _repaired(study: Study, run: subprocess.CompletedProcess, *names: str) -> No
     assert run.returncode == 0, text[-4000:]
     assert "Traceback" not in text
     for name in names:
-        assert name in run.stdout.replace("\n", ""), run.stdout[-3000:]
+        assert name in text.replace("\n", ""), text[-3000:]
     state = json.loads(study.status("--json").stdout)
     assert {cell["status"] for cell in state["cells"]} == {"done"}
 

@@ -139,7 +139,7 @@ def test_refuses_without_isolation_unless_opted_in(tmp_path, monkeypatch) -> Non
 
 
 def test_runs_are_tagged_with_the_sandbox_mode() -> None:
-    from pipelines.mlflow_adapter import provenance_tags
+    from pipelines.mlflow_layout import provenance_tags
 
     assert provenance_tags()["unisd.sandbox.mode"] == sandbox_isolation.describe_mode()
     assert sandbox_isolation.describe_mode() in ("bwrap-root", "bwrap-user", "processes",

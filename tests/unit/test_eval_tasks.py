@@ -56,7 +56,8 @@ def test_gold_answers_score_one(benchmark: str) -> None:
 def test_task_hooks_load_docs_and_score_gold(benchmark: str) -> None:
     skip_code_without_sandbox(benchmark)
     utils = task_utils()
-    dataset = utils.load_unisd_dataset(benchmark=benchmark, pretrained="ignored", version=1.0)
+    dataset = utils.load_unisd_dataset(benchmark=benchmark, pretrained="ignored", version=1.0,
+                                       allow_sample=True)
     docs = dataset["test"]
     records = load_records(benchmark, "test")
     assert [doc["id"] for doc in docs] == [record.id for record in records]
@@ -64,8 +65,33 @@ def test_task_hooks_load_docs_and_score_gold(benchmark: str) -> None:
     assert utils.doc_to_text(doc) == records[0].prompt
     result = utils.process_results(doc, [records[0].demonstration])
     assert result[PRIMARY_METRIC[benchmark]] == 1.0
-    assert result["item"]["item_id"] == records[0].id and result["item"]["reason"]
-    assert utils.aggregate_item_count([result["item"]] * 3) == 3
+    assert set(result) == set(score_output(benchmark, records[0].answer, records[0].metadata,
+                                           records[0].demonstration).metrics)  # metrics only
+    assert doc["unisd_item"]["item_id"] == records[0].id and doc["unisd_item"]["reason"]
+
+
+@pytest.mark.parametrize("benchmark", BENCHMARKS)
+def test_no_source_refuses_the_sample_unless_allowed_and_then_warns(benchmark, caplog):
+    utils = task_utils()
+    count = len(load_records(benchmark, "test"))
+    with pytest.raises(ValueError, match=f"{count}-item sample.*allow_sample"):
+        utils.load_unisd_dataset(benchmark=benchmark)
+    with caplog.at_level("WARNING", logger="unisd.tasks"):
+        utils.load_unisd_dataset(benchmark=benchmark, allow_sample="true")
+    assert f"{count}-item SHIPPED SAMPLE" in caplog.text
+
+
+def test_generated_synthetic_benchmark_needs_no_source():
+    docs = task_utils().load_unisd_dataset(benchmark="synthetic")["test"]
+    assert len(docs) == len(load_records("synthetic", "test"))
+
+
+def test_unisd_group_lists_the_six_tasks():
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    assert "unisd" in manager.all_groups
+    assert set(manager.task_index["unisd"].cfg["task"]) == {f"unisd_{b}" for b in BENCHMARKS}
 
 
 def test_task_yamls_declare_every_benchmark() -> None:

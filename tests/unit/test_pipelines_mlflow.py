@@ -23,7 +23,7 @@ def test_flatten_nested_config():
     assert flat == {"train.lr": "0.1", "train.lora.target_modules": '["q", "k"]', "x": "None"}
 
 
-def test_tracker_is_idempotent_and_records_read_back(tmp_path):
+def test_tracker_is_idempotent_and_records_read_back(tmp_path, monkeypatch):
     uri = default_tracking_uri(tmp_path)
     artifacts = prepare_store(uri, tmp_path)
     assert (tmp_path / "mlflow.db").exists() and artifacts.endswith("/artifacts")
@@ -74,13 +74,26 @@ def test_tracker_is_idempotent_and_records_read_back(tmp_path):
 
     plots = tmp_path / "report" / "plots"
     plots.mkdir(parents=True)
-    (plots / "effects.png").write_bytes(b"png")
+    from PIL import Image
+
+    Image.new("RGB", (4, 3), (255, 0, 0)).save(plots / "effects.png")
     (tmp_path / "report" / "main.md").write_text("| a |")
-    files = [plots / "effects.png", tmp_path / "report" / "main.md"]
-    parent = log_study_report("study", uri, files,
-                              {"contribution/tiny/scienceqa/acc/ema/main": 1.5})
+    (tmp_path / "report" / "main_table.csv").write_text("model,SDFT\ntiny,38.3\n")
+    files = [plots / "effects.png", tmp_path / "report" / "main.md",
+             tmp_path / "report" / "main_table.csv"]
+    for _ in range(2):  # a re-made report replaces its table (MLflow's log_table would append)
+        parent = log_study_report("study", uri, files,
+                                  {"contribution/tiny/scienceqa/acc/ema/main": 1.5})
     assert parent == tracker.parent_run_id
     assert tracker.client.get_run(parent).data.metrics == {
         "contribution/tiny/scienceqa/acc/ema/main": 1.5}
     listed = {a.path for a in tracker.client.list_artifacts(parent, "report")}
-    assert listed == {"report/main.md", "report/plots"}
+    assert listed == {"report/main.md", "report/main_table.csv", "report/plots",
+                      "report/tables"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # load_table searches via the global URI
+    table = tracker.client.load_table(tracker.experiment_id, "report/tables/main_table.json",
+                                      run_ids=[parent])
+    assert table.to_dict("records") == [{"model": "tiny", "SDFT": 38.3}]
+    images = [a.path for a in tracker.client.list_artifacts(parent, "images")]
+    assert len(images) == 4 and all("report~effects+step+" in path for path in images)
+    assert {path.split("+")[2] for path in images} == {"0", "1"}  # png + webp per report
