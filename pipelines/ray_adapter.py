@@ -4,6 +4,12 @@ A local cluster (the default) binds to 127.0.0.1 with a small object store (step
 JSON results; checkpoints travel through the output folder). Ray 2.60 turns token auth on by
 default; a loopback-only local cluster sets ``RAY_AUTH_MODE=disabled`` unless the user set it
 (design.md), while ``address=...`` leaves the user's setting alone so that head and client agree.
+``_node_ip_address="127.0.0.1"`` alone is not enough on Linux: the node still advertises its
+outward address and the GCS listens on every interface (measured with ``ss -ltn``), which with
+auth disabled would let any host on the network submit tasks. Ray keeps to loopback only when
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is in the environment when ``ray`` is imported, so this
+module imports ``ray`` lazily and sets it (unless the user did) before a local start; joining a
+cluster leaves it unset, since a driver on a cluster node must advertise that node's address.
 
 Inside every task the process runs ``torch.set_num_threads`` with the task's CPU count: Ray
 already sets ``OMP_NUM_THREADS`` for tasks, but torch reads it only at import, and a reused worker
@@ -14,16 +20,27 @@ Departures from the paper: none (the authors' code has no scheduler).
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable
-
-import ray
 
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 # Ray retries a task whose worker process died (killed, segfault) this many times; application
 # errors are not retried by Ray but by the runner, which can change the batch on OOM.
 SYSTEM_RETRIES = 2
+LOOPBACK_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": bind and advertise loopback
+
+
+def _ray(*, local: bool = False) -> ModuleType:
+    """The ``ray`` module; before its first import for a local start, keep Ray on loopback."""
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ONLY_VARIABLE, "0")
+    import ray
+
+    return ray
 
 
 @dataclass(frozen=True)
@@ -43,10 +60,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
     inherit this process's environment (``UNISD_CACHE_DIR``, offline flags); a cluster's nodes
     use their own (docs/cluster.md).
     """
-    if ray.is_initialized():
-        return dict(ray.cluster_resources())
     # Inside `ray job submit` the job's cluster is in RAY_ADDRESS: join it, never start another.
     address = address or os.environ.get("RAY_ADDRESS") or None
+    ray = _ray(local=address is None)
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
     if address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=num_cpus, object_store_memory=OBJECT_STORE_BYTES,
@@ -58,6 +76,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> dict[
 
 def shutdown() -> None:
     """Leave the cluster (and stop it when this process started it)."""
+    if "ray" not in sys.modules:
+        return
+    ray = _ray()
     if ray.is_initialized():
         ray.shutdown()
 
@@ -71,12 +92,16 @@ def submit(step_id: str, function: Callable[..., Any], payload: Any, *, num_cpus
     }
     if memory_gb:
         options["memory"] = int(memory_gb * 1024**3)
-    ref = _remote_step.options(**options).remote(function, payload, num_cpus)
+    ref = _remote_step().options(**options).remote(function, payload, num_cpus)
     return TaskHandle(step_id=step_id, ref=ref)
 
 
-@ray.remote
-def _remote_step(function: Callable[..., Any], payload: Any, num_cpus: float) -> Any:
+@functools.cache
+def _remote_step() -> Any:
+    return _ray().remote(_run_step)
+
+
+def _run_step(function: Callable[..., Any], payload: Any, num_cpus: float) -> Any:
     import torch  # local: the driver needs no torch threads, only workers do
 
     torch.set_num_threads(max(1, int(num_cpus)))
@@ -88,6 +113,7 @@ def wait_any(handles: list[TaskHandle], timeout_s: float) -> list[TaskHandle]:
     if not handles:
         return []
     by_ref = {handle.ref: handle for handle in handles}
+    ray = _ray()
     ready, pending = ray.wait(list(by_ref), num_returns=1, timeout=timeout_s)
     if ready and pending:
         more, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
@@ -101,6 +127,7 @@ def result(handle: TaskHandle) -> tuple[Any, BaseException | None]:
     A task error arrives as the original exception when Ray can rebuild it (``RayTaskError``
     subclasses it), so ``isinstance(error, torch.OutOfMemoryError)`` works for the caller.
     """
+    ray = _ray()
     try:
         return ray.get(handle.ref), None
     except ray.exceptions.RayTaskError as error:  # the step raised
@@ -111,13 +138,13 @@ def result(handle: TaskHandle) -> tuple[Any, BaseException | None]:
 
 
 def is_cancelled(error: BaseException | None) -> bool:
-    return isinstance(error, ray.exceptions.TaskCancelledError)
+    return isinstance(error, _ray().exceptions.TaskCancelledError)
 
 
 def cancel(handles: list[TaskHandle], *, force: bool = True) -> None:
     """Cancel running tasks (``force`` kills the worker process; its state is on disk)."""
     for handle in handles:
         try:
-            ray.cancel(handle.ref, force=force)
+            _ray().cancel(handle.ref, force=force)
         except Exception:  # already finished or gone: nothing to cancel
             pass
