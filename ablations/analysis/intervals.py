@@ -52,6 +52,7 @@ import numpy as np
 from scipy import stats
 
 ONE_SEED_REASON = "one seed: training noise cannot be estimated, no calibrated interval"
+NO_COMMON_REASON = "no seed or item scored by every run the estimate needs"
 
 
 @dataclass(frozen=True)
@@ -76,14 +77,17 @@ def contrast_intervals(scores_KSI: np.ndarray, weights_KP: np.ndarray,
     the design cannot estimate): their results are NaN.
     """
     n_subsets, n_seeds, n_items = scores_KSI.shape
+    nan = np.full(weights_KP.shape[1], np.nan)
+    if n_seeds == 0 or n_items == 0:
+        return ContrastIntervals(nan, nan.copy(), nan.copy(), nan.copy(), nan.copy(), 0,
+                                 NO_COMMON_REASON)
     unusable = np.isnan(weights_KP).any(axis=0)
     contrasts_PSI = np.einsum("ksi,kp->psi", scores_KSI, np.nan_to_num(weights_KP))
     estimate = contrasts_PSI.mean(axis=(1, 2))
     estimate[unusable] = np.nan
-    nan = np.full(weights_KP.shape[1], np.nan)
-    if n_seeds < 2 or n_items < 1:
-        reason = ONE_SEED_REASON if n_seeds < 2 else "no scores in common"
-        return ContrastIntervals(estimate, nan, nan.copy(), nan.copy(), nan.copy(), 0, reason)
+    if n_seeds < 2:
+        return ContrastIntervals(estimate, nan, nan.copy(), nan.copy(), nan.copy(), 0,
+                                 ONE_SEED_REASON)
     seed_term, item_term = variance_terms(contrasts_PSI)
     half = half_width(seed_term, item_term, n_seeds, n_items, level)
     p_value = _p_values(np.nan_to_num(estimate), seed_term, item_term, n_seeds, n_items)

@@ -130,7 +130,8 @@ def component_display(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def _effect_cell(r, kind: str) -> tuple[str, set[str]]:
     estimate = getattr(r, f"{kind}_estimate")
     if estimate is None or (isinstance(estimate, float) and math.isnan(estimate)):
-        return MISSING, set()
+        fewer = r.n_seeds < r.seeds_expected
+        return (MISSING + FEWER, {FEWER}) if fewer else (MISSING, set())
     marks = set()
     low, high = getattr(r, f"{kind}_low"), getattr(r, f"{kind}_high")
     interval = fmt_interval(low, high, 2, 100)
