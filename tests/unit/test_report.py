@@ -5,6 +5,8 @@ contribution metrics. Regenerate the golden files with ``UPDATE_GOLDEN=1`` (then
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import matplotlib.image
@@ -185,3 +187,31 @@ def test_main_table_synthetic_column_and_overall_of_the_paper_six() -> None:
     only = main_table(synthetic)
     assert main_benchmarks(only) == ["synthetic"] and only.columns[-1] == "Mean"
     assert only["synthetic"].tolist() == pytest.approx([99.0] * len(only))
+
+
+def test_compact_main_table_matches_golden(built: Path) -> None:
+    produced = (built / "main_compact.tex").read_text(encoding="utf-8")
+    expected_path = GOLDEN / "report" / "main_compact.tex"
+    if UPDATE:
+        expected_path.write_text(produced, encoding="utf-8")
+    assert produced == expected_path.read_text(encoding="utf-8")
+    # Compact: presets, single components and the full subset, not all 32 subsets.
+    assert produced.count("SD+") == 2 * 6
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="pdflatex not installed: apt-get install -y texlive-latex-base "
+                           "texlive-latex-recommended")
+def test_latex_tables_compile_and_fit_a_page(built: Path, tmp_path: Path) -> None:
+    for stem in ("main_compact", "gains", "components", "synergy", "ols"):
+        document = tmp_path / f"{stem}_doc.tex"
+        document.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n"
+                            "\\usepackage[margin=2cm]{geometry}\n\\begin{document}\n"
+                            f"\\input{{{built / (stem + '.tex')}}}\n\\end{{document}}\n")
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                               document.name], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        log = (tmp_path / f"{stem}_doc.log").read_text(errors="replace")
+        assert done.returncode == 0, log[-2000:]
+        if stem == "main_compact":
+            assert "Float too large" not in log and "Overfull \\hbox" not in log
