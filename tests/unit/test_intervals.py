@@ -155,3 +155,15 @@ def test_every_pair_of_the_planted_game_is_covered_by_enumeration() -> None:
         second = np.mean([values[m | 1 << a | 1 << b] - values[m | 1 << a]
                           - values[m | 1 << b] + values[m] for m in rest])
         assert t["banzhaf_interaction"][index] == pytest.approx(second, abs=1e-12)
+
+
+def test_coverage_benchmark_reports_every_kind_for_every_design() -> None:
+    from benchmarks.coverage import KINDS, coverage_table, markdown
+
+    rows = coverage_table(replicates=3, n_items=60, seed=1)
+    assert len(rows) == 2 * 3 * len(KINDS)
+    assert {(r["seeds"], r["run_sd"]) for r in rows} == {(s, sd) for s in (2, 3)
+                                                         for sd in (0.0, 2.0, 4.0)}
+    for row in rows:
+        assert np.isnan(row["coverage"]) or 0.0 <= row["coverage"] <= 1.0
+    assert markdown(rows).count("\n") == len(rows) + 2
