@@ -6,10 +6,11 @@
   Holm-adjusted p-value and flag (``*`` in the matrices);
 - retention table: PPLret, JSD to base and paired win rates against SFT.
 Each returns a frame of numbers (for CSV) with a stable row order; ``ablations.report.display``
-formats them for Markdown/LaTeX (marks, footnotes, bold best). Departure from the paper: when a row lacks some of the six benchmarks
-its Overall is left empty rather than averaged over fewer benchmarks (the paper's Overall is
-over all six); a study with fewer benchmarks gets a ``Mean`` column instead, each model averaged
-over the benchmarks it was evaluated on.
+formats them for Markdown/LaTeX (marks, footnotes, bold best). Benchmark columns follow the
+paper's table order (ScienceQA, GPQA, MBPP, HumanEval, CoS-E, ToolAlpaca), ours after.
+Departure from the paper: a row lacking one of its model's benchmarks gets no Overall (never an
+average over a different set of benchmarks); a study with fewer than the paper's six gets a
+``Mean`` column instead, over the benchmarks its model was evaluated on, for complete rows only.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def main_table(scores: pd.DataFrame) -> pd.DataFrame:
     grouped = done.groupby(keys)["score"]
     stats = pd.DataFrame({"mean": grouped.mean() * 100.0, "sd": grouped.std(ddof=1) * 100.0,
                           "n": grouped.count()})
-    expected = every.drop_duplicates(subset=["run_key", "benchmark"]).groupby(keys)["seed"].nunique()
+    runs = every.drop_duplicates(subset=["run_key", "benchmark"])
+    expected = runs.groupby(keys)["seed"].nunique()
     stats = stats.reindex(expected.index)
     stats["expected"] = expected
     stats["n"] = stats["n"].fillna(0).astype(int)

@@ -215,3 +215,30 @@ def test_latex_tables_compile_and_fit_a_page(built: Path, tmp_path: Path) -> Non
         assert done.returncode == 0, log[-2000:]
         if stem == "main_compact":
             assert "Float too large" not in log and "Overfull \\hbox" not in log
+
+
+def test_an_exactly_duplicated_record_is_not_double_weighted(tmp_path: Path) -> None:
+    scores, items = _binary_records(0.1, rng_seed=4)
+    one = scores[scores["run_key"] == "sft-0"]
+    doubled = pd.concat([scores, one], ignore_index=True), pd.concat(
+        [items, items[items["run_key"] == "sft-0"]], ignore_index=True)
+    assert gains_table(*doubled).equals(gains_table(scores, items))
+    assert main_table(doubled[0]).equals(main_table(scores))
+
+
+def test_main_display_shows_mean_sd_bold_best_and_marks_a_missing_seed() -> None:
+    from ablations.report.display import main_table_display
+
+    scores, _ = _binary_records(0.1, rng_seed=5)
+    sft = scores[scores["method"] == "sft"]["score"].to_numpy() * 100
+    shown, notes = main_table_display(main_table(scores))
+    row = shown.set_index("Method")
+    assert row.loc["SFT", "synthetic"] == f"**{sft.mean():.1f} ± {sft.std(ddof=1):.1f}**"
+    assert row.loc["Base", "synthetic"] == f"{scores.iloc[0]['score'] * 100:.1f}"
+    assert row.loc["SFT", "Seeds"] == "3"
+    failed = scores.assign(status=np.where(scores["run_key"] == "sft-2", "failed", "done"))
+    shown, notes = main_table_display(main_table(failed))
+    two = sft[:2]
+    assert shown.set_index("Method").loc["SFT", "synthetic"] == \
+        f"**{two.mean():.1f} ± {two.std(ddof=1):.1f}†**"
+    assert any(note.startswith("† fewer seeds") for note in notes)
