@@ -63,7 +63,7 @@ def build_report(scores: pd.DataFrame, items: pd.DataFrame, out_dir: Path | str,
     write = _writer(out, report)
     shown, foot = main_table_display(main)
     write("main_table", main, shown, "Scores (%) per method and benchmark", foot)
-    report.files += _write_compact_main(out, main)
+    report.files += _write_compact_main(out, main)  # replaces the long main_table.tex
     shown, foot = gains_table_display(gains)
     write("gains", gains, shown, "Gain over the base model (points) with 95% intervals", foot,
           text_columns=4)
@@ -103,16 +103,16 @@ def _writer(out: Path, report: Report):
 
 
 def _write_compact_main(out: Path, main: pd.DataFrame) -> list[Path]:
-    """``main_compact.tex``: one page-sized booktabs table per model (presets, single
-    components, the full subset); the long list of subsets stays in main_table.*."""
+    """``main_table.tex``: one page-sized booktabs table per model (presets, single
+    components, the full subset); every subset stays in main_table.md and .csv."""
     parts = []
     for index, (model, table) in enumerate(main.groupby("Model", sort=True)):
         shown, foot = main_table_display(table, rows=compact_rows(table))
         parts.append(latex_table(shown.drop(columns="Model"), f"Scores (%) of {model}",
                                  f"tab:main{index}", 1, foot))
-    path = out / "main_compact.tex"
+    path = out / "main_table.tex"
     path.write_text("".join(parts), encoding="utf-8")
-    return [path]
+    return []  # already listed by the writer
 
 
 def _numeric_column(column: pd.Series) -> bool:
