@@ -16,7 +16,8 @@ import pandas as pd
 from ablations.analysis import MULTIPLICITY, analyse_components
 from ablations.analysis.factorial import fit_factorial_ols
 from ablations.report import plots
-from ablations.report.display import compact_rows, component_display, main_table_display
+from ablations.report.display import (compact_rows, component_display, gains_compact,
+                                      main_table_display)
 from ablations.report.gains import gains_table, gains_table_display
 from ablations.report.render import csv_text, fmt, latex_table, markdown_table
 from ablations.report.retention import retention_table, retention_table_display
@@ -67,6 +68,7 @@ def build_report(scores: pd.DataFrame, items: pd.DataFrame, out_dir: Path | str,
     shown, foot = gains_table_display(gains)
     write("gains", gains, shown, "Gain over the base model (points) with 95% intervals", foot,
           text_columns=4)
+    _write_compact_gains(out, gains)  # replaces the long gains.tex
     shown, foot = component_display(components)
     write("components", components, shown, "Component contributions (points)", foot,
           text_columns=4)
@@ -113,6 +115,16 @@ def _write_compact_main(out: Path, main: pd.DataFrame) -> list[Path]:
     path = out / "main_table.tex"
     path.write_text("".join(parts), encoding="utf-8")
     return []  # already listed by the writer
+
+
+def _write_compact_gains(out: Path, gains: pd.DataFrame) -> None:
+    """``gains.tex``: methods x benchmarks per model; every row stays in gains.md and .csv."""
+    parts = []
+    for index, model in enumerate(sorted(set(gains["model"]))):
+        shown, foot = gains_compact(gains, model)
+        parts.append(latex_table(shown, f"Gain over the base model (points) of {model}",
+                                 f"tab:gains{index}", 1, foot))
+    (out / "gains.tex").write_text("".join(parts) or "% no gains\n", encoding="utf-8")
 
 
 def _numeric_column(column: pd.Series) -> bool:

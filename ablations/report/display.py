@@ -146,3 +146,40 @@ def _effect_cell(r, kind: str) -> tuple[str, set[str]]:
 def method_order(labels: list[str]) -> list[str]:
     """Display labels in the report's row order."""
     return sorted(labels, key=_row_order)
+
+
+def gains_compact(table: pd.DataFrame, model: str) -> tuple[pd.DataFrame, list[str]]:
+    """One model's gains as methods x benchmarks, ``gain [interval]`` in points (the LaTeX
+    form; presets, single components and the full subset, like the compact main table)."""
+    from ablations.report.gains import BASE_LABEL, signed
+    from ablations.report.tables import benchmark_order
+
+    mine = table[(table["model"] == model) & (table["method"] != BASE_LABEL)]
+    benchmarks = benchmark_order(set(mine["benchmark"]))
+    methods = method_order(list(set(mine["method"])))
+    methods = [m for m in methods if m in compact_rows(pd.DataFrame({"Method": methods}))]
+    rows, marks = [], set()
+    for method in methods:
+        row = {"Method": method}
+        for b in benchmarks:
+            part = mine[(mine["method"] == method) & (mine["benchmark"] == b)]
+            if part.empty:
+                row[b] = ""
+                continue
+            r = part.iloc[0]
+            if pd.isna(r["gain_low"]):
+                no_interval = pd.notna(r["gain"])
+                interval = NO_INTERVAL if no_interval else ""
+                mark = {NO_INTERVAL} if no_interval else set()
+            else:
+                interval = f"[{signed(r['gain_low'])}, {signed(r['gain_high'])}]" + (
+                    "*" if r["excludes_zero"] else "")
+                mark = set()
+            fewer = r["seeds"] < r["seeds_expected"] or bool(r["gap"])
+            marks |= mark | ({FEWER} if fewer else set())
+            row[b] = f"{signed(r['gain'])} {interval}".strip() + (FEWER if fewer else "")
+        rows.append(row)
+    notes = ["gain over the base (points) [95% interval over seeds and items]; * = excludes zero"]
+    notes += [note for mark, note in ((FEWER, NOTE_FEWER), (NO_INTERVAL, NOTE_NO_INTERVAL))
+              if mark in marks]
+    return pd.DataFrame(rows, columns=["Method", *benchmarks]), notes
