@@ -136,7 +136,8 @@ def _numeric_column(column: pd.Series) -> bool:
 def _write_synergy(out: Path, synergy: pd.DataFrame) -> list[Path]:
     matrices = synergy_matrices(synergy)
     note = (f"points; * = interval excludes zero after {MULTIPLICITY} adjustment over the pairs "
-            "of the group (family-wise 5%)")
+            "of the group (family-wise 5%); † = fewer seeds or items than the study asked for "
+            "(see notes.md); with one seed nothing can be flagged")
     markdown = "".join(f"### {title}\n\n{markdown_table(m, [note])}\n" for title, m in matrices)
     latex = "".join(latex_table(m, f"Pairwise interaction (points): {title}",
                                 f"tab:synergy{index}", 1, [note]) for index, (title, m) in

@@ -164,6 +164,9 @@ def synergy_matrices(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
                               if other != name else "·")
             rows.append(row)
         index_name = str(group["index"].iloc[0])
-        matrices.append((f"{' / '.join(map(str, key))} ({index_name})",
+        seeds = int(group["n_seeds"].min())
+        counts = f"{seeds} seed(s), {int(group['n_items'].min())} items"
+        fewer = "†" if seeds < int(group["seeds_expected"].max()) else ""
+        matrices.append((f"{' / '.join(map(str, key))} ({index_name}; {counts}){fewer}",
                          pd.DataFrame(rows, columns=["", *shorts])))
     return matrices

@@ -158,6 +158,7 @@ def test_failed_cell_and_missing_benchmark_are_marked(tmp_path: Path) -> None:
     assert set(components.loc["gpqa", "n_seeds"]) == {0}
     assert components.loc["gpqa", "main_estimate"].isna().all()
     assert "§" in (out / "components.md").read_text()  # one usable seed: no interval
+    assert "1 seed(s), 10 items)†" in (out / "synergy.md").read_text()
 
 
 def test_unrun_cells_count_as_missing_and_rows_without_a_benchmark_get_no_average(
