@@ -118,7 +118,8 @@ def component_display(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             row[b] = text
         rows.append(row)
     notes = ["points; estimate [95% interval] over training seeds and items "
-             "(t-interval, df = seeds - 1; see docs/reading-the-report.md)"]
+             "(seed-level t, df = seeds - 1, plus the shared item term; see "
+             "docs/reading-the-report.md)"]
     notes += [note for mark, note in ((FEWER, NOTE_FEWER), (NO_INTERVAL, NOTE_NO_INTERVAL))
               if mark in marks]
     frame = pd.DataFrame(rows, columns=["Model", "Train", "Component", "Index", *benchmarks])

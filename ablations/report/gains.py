@@ -89,7 +89,8 @@ def gains_table_display(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                      "Method": r.method, "Seeds": str(r.seeds) + (FEWER if fewer else ""),
                      "Items": str(r.items), "Score (%)": fmt(r.score, 1, 100),
                      "Gain (points)": signed(r.gain), "95% CI": interval})
-    notes = ["95% interval over training seeds and items (t-interval, df = seeds - 1), paired "
+    notes = ["95% interval over training seeds and items (seed-level t, df = seeds - 1, plus the "
+             "shared item term), paired "
              "on the items every run scored; * = excludes zero (one test per row, unadjusted)"]
     notes += [note for mark, note in ((FEWER, NOTE_FEWER), (NO_INTERVAL, NOTE_NO_INTERVAL))
               if mark in marks]
