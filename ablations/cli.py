@@ -303,37 +303,56 @@ def _steps_table(rows: list[dict]) -> Table:
 def report(path: Path = StudyFile,
            out: Optional[Path] = typer.Option(None, "--out", help="Folder for the report."),
            tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
-           replicates: int = typer.Option(2000, "--replicates", min=1),
            plots: bool = typer.Option(True, "--plots/--no-plots"),
            attach: bool = typer.Option(True, "--attach/--no-attach",
                                        help="Attach files and metrics to the MLflow parent run."),
+           duplicates: str = typer.Option(
+               "error", "--duplicates",
+               help="More than one finished run for one cell: 'error' (default) or 'latest'."),
+           include_versions: bool = typer.Option(
+               False, "--include-versions",
+               help="Also report runs of other library versions (matched by cell name; the "
+                    "version is shown next to the model)."),
            output_dir: Optional[Path] = OutputDir,
            ) -> None:
-    """Tables (Markdown, LaTeX, CSV), plots and contributions from the study's MLflow records."""
+    """Tables (Markdown, LaTeX, CSV), plots and contributions from the study's MLflow records.
+
+    Only the cells of the study file as it now expands are analysed; other runs of the
+    experiment are left out and counted in a note.
+    """
     from ablations.report import build_report
-    from ablations.report.render import markdown_table
     from ablations.report.gains import gains_table_display
-    from ablations.report.tables import main_table_display
+    from ablations.report.display import main_table_display
+    from ablations.report.render import markdown_table
+    from ablations.report.scope import DuplicateRunsError, scope_records
     from pipelines.mlflow_adapter import load_study_records
+    from unisd_core.version import LIBRARY_VERSION
 
     spec = _load(path, output_dir)
     uri = tracking_uri or spec.resolved_tracking_uri()
     try:
         scores, items = load_study_records(spec.name, uri)
+        scoped = scope_records(scores, items, _expand(spec), duplicates=duplicates,
+                               include_versions=include_versions,
+                               current_version=LIBRARY_VERSION)
     except KeyError as exc:
         notes.print(f"[red]no records[/]: {exc}")
         raise typer.Exit(1) from None
+    except (DuplicateRunsError, ValueError) as exc:
+        console.print(f"[red]cannot report[/]: {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
     out_dir = out or spec.resolved_output_dir() / "report"
     try:
-        built = build_report(scores, items, out_dir, n_replicates=replicates, with_plots=plots)
+        built = build_report(scoped.scores, scoped.items, out_dir, with_plots=plots,
+                             notes=scoped.notes)
     except ValueError as exc:
         notes.print(f"[red]no report[/]: {exc}")
         raise typer.Exit(1) from None
-    console.print(markdown_table(main_table_display(built.main)), markup=False)
-    console.print("Gains over the base model (points; 95% paired bootstrap over items and seeds, "
-                  "* = excludes zero)", markup=False, highlight=False)
-    console.print(markdown_table(gains_table_display(built.gains)), markup=False,
-                  highlight=False)
+    shown, foot = main_table_display(built.main)
+    console.print(markdown_table(shown, foot), markup=False, highlight=False)
+    console.print("Gains over the base model (points)", markup=False, highlight=False)
+    shown, foot = gains_table_display(built.gains)
+    console.print(markdown_table(shown, foot), markup=False, highlight=False)
     for note in built.notes:
         notes.print(f"[yellow]note[/]: {note}", highlight=False)
     notes.print(f"wrote {len(built.files)} files to {out_dir}")

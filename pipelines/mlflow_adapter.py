@@ -352,11 +352,22 @@ def load_study_records(study_name: str, tracking_uri: str) -> tuple[pd.DataFrame
         tags = run.data.tags
         if RUN_KEY_TAG not in tags:
             continue  # the parent run
-        score_rows.extend(_score_rows(tags, run.data.metrics))
-        item_rows.extend(_item_rows(client, run.info.run_id, tags))
+        identity = _run_identity(run)  # which MLflow run: study scoping in the report
+        score_rows.extend({**row, **identity} for row in _score_rows(tags, run.data.metrics))
+        item_rows.extend({**row, "run_id": run.info.run_id}
+                         for row in _item_rows(client, run.info.run_id, tags))
     scores = pd.DataFrame(score_rows, columns=_columns(SCORE_COLUMNS, score_rows))
     items = pd.DataFrame(item_rows, columns=_columns(ITEM_COLUMNS, item_rows))
     return scores, items
+
+
+def _run_identity(run: Any) -> dict[str, Any]:
+    """Run id, start time, library version and the ``unisd.env.*`` tags (as ``env.*``)."""
+    tags = run.data.tags
+    return {"run_id": run.info.run_id, "start_time": run.info.start_time,
+            "library_version": tags.get("unisd.version.unisd", "unknown"),
+            **{"env." + k.removeprefix("unisd.env."): v for k, v in tags.items()
+               if k.startswith("unisd.env.")}}
 
 
 def _columns(required: list[str], rows: list[dict[str, Any]]) -> list[str]:

@@ -3,9 +3,14 @@
 Pairing is what makes component differences precise: every replicate draws ONE multiset of items
 (or seeds) and recomputes every subset's value on it, so all subsets see the same items. A
 replicate is a vector of counts; values = counts @ scores / n, one matrix product for all
-replicates. Percentile intervals. ``gain_replicates`` does items and seeds jointly for the
-report's gains over the base (one shared item resample, seeds within each method). Departure
-from the paper: none (it names no interval method).
+replicates. Percentile intervals. ``gain_replicates`` does items and seeds jointly (one shared
+item resample, seeds within each method).
+
+The report no longer uses these (issue 12): with 2-3 seeds a percentile bootstrap has no
+small-sample correction and covered 49-90% in the planted simulation (benchmarks/RESULTS.md,
+section 5); the report's intervals come from ``ablations.analysis.intervals``. They remain for
+``benchmarks/synthetic_effect.py`` and as the baseline row of ``benchmarks/coverage.py``.
+Departure from the paper: none (it names no interval method).
 """
 
 from __future__ import annotations

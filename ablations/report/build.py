@@ -3,7 +3,7 @@
 ``build_report`` is a pure function of the two record frames plus an output folder: it writes
 every file and returns their paths, the main table and the contribution metrics (for the study's
 parent run in MLflow, attached by the CLI through ``pipelines.mlflow_adapter``). Tables are
-byte-identical for identical records (fixed formats, sorted rows, seeded bootstrap).
+byte-identical for identical records (fixed formats, sorted rows, no random resampling).
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablations.analysis import analyse_components, factorial_ols
+from ablations.analysis import MULTIPLICITY, analyse_components
+from ablations.analysis.factorial import fit_factorial_ols
 from ablations.report import plots
+from ablations.report.display import (compact_rows, component_display, gains_compact,
+                                      main_table_display)
 from ablations.report.gains import gains_table, gains_table_display
 from ablations.report.render import csv_text, fmt, latex_table, markdown_table
 from ablations.report.retention import retention_table, retention_table_display
-from ablations.report.tables import (component_table, component_table_display, labelled,
-                                     main_table, main_table_display, synergy_matrices,
+from ablations.report.tables import (component_table, labelled, main_table, synergy_matrices,
                                      synergy_table)
 
 
@@ -35,10 +37,11 @@ class Report:
 
 
 def build_report(scores: pd.DataFrame, items: pd.DataFrame, out_dir: Path | str, *,
-                 n_replicates: int = 2000, seed: int = 0, with_plots: bool = True) -> Report:
+                 with_plots: bool = True, notes: list[str] | None = None) -> Report:
     """Write every table and plot for the records into ``out_dir``.
 
-    Raises ``ValueError`` when the records hold no finished run (nothing to report).
+    ``notes`` (e.g. the study scoping's) lead ``notes.md``. Raises ``ValueError`` when the
+    records hold no finished run (nothing to report).
     """
     if labelled(scores).empty:
         raise ValueError(f"no finished runs among {len(scores)} score rows: nothing to report")
@@ -46,23 +49,33 @@ def build_report(scores: pd.DataFrame, items: pd.DataFrame, out_dir: Path | str,
     out.mkdir(parents=True, exist_ok=True)
     report = Report()
     main = main_table(scores)
-    analysis = analyse_components(scores, items, n_replicates=n_replicates, seed=seed)
+    analysis = analyse_components(scores, items)
     components = component_table(analysis)
     synergy = synergy_table(analysis)
     retention = retention_table(scores, items)
-    ols = factorial_ols(scores)
-    gains = gains_table(scores, items, n_replicates=n_replicates, seed=seed)
-    report.main, report.gains, report.notes = main, gains, list(analysis.notes)
+    ols, ols_notes = fit_factorial_ols(scores)
+    gains = gains_table(scores, items)
+    gap_notes = [f"{'/'.join(map(str, key))}: {gap}" for key, gaps in analysis.gaps.items()
+                 for gap in gaps]
+    gap_notes += sorted({f"{r.model}/{r.training_set}/{r.benchmark}: {r.gap}"
+                         for r in gains.itertuples(index=False) if r.gap} - set(gap_notes))
+    report.main, report.gains = main, gains
+    report.notes = [*(notes or []), *gap_notes, *analysis.notes, *ols_notes]
     write = _writer(out, report)
-    write("main_table", main, main_table_display(main), "Scores (%) per method and benchmark")
-    write("gains", gains, gains_table_display(gains),
-          "Gain over the base model (points) with 95% paired-bootstrap intervals over items and "
-          "seeds (* = the interval excludes zero)", text_columns=4)
-    write("components", components, component_table_display(components),
-          "Component contributions (points) with 95% paired-bootstrap intervals")
+    shown, foot = main_table_display(main)
+    write("main_table", main, shown, "Scores (%) per method and benchmark", foot)
+    report.files += _write_compact_main(out, main)  # replaces the long main_table.tex
+    shown, foot = gains_table_display(gains)
+    write("gains", gains, shown, "Gain over the base model (points) with 95% intervals", foot,
+          text_columns=4)
+    _write_compact_gains(out, gains)  # replaces the long gains.tex
+    shown, foot = component_display(components)
+    write("components", components, shown, "Component contributions (points)", foot,
+          text_columns=4)
     write("retention", retention, retention_table_display(retention),
           "Retention: PPLret, JSD to base and paired win rates against SFT")
-    write("ols", ols, _ols_display(ols), "Factorial OLS cross-check (effect scale, points)")
+    write("ols", ols, _ols_display(ols), "Factorial OLS cross-check (effect scale, points)",
+          [f"terms the design does not identify are dropped: {n}" for n in ols_notes])
     write("missing_subsets", analysis.missing, analysis.missing.astype(str),
           "Subsets missing from the component grid")
     report.files += _write_synergy(out, synergy)
@@ -79,28 +92,55 @@ def build_report(scores: pd.DataFrame, items: pd.DataFrame, out_dir: Path | str,
 
 def _writer(out: Path, report: Report):
     def write(stem: str, numbers: pd.DataFrame, shown: pd.DataFrame, caption: str,
-              text_columns: int | None = None) -> None:
+              notes: list[str] | None = None, text_columns: int | None = None) -> None:
         if text_columns is None:
             text_columns = sum(not _numeric_column(shown[c]) for c in shown.columns)
-        for suffix, text in ((".csv", csv_text(numbers)), (".md", markdown_table(shown)),
-                             (".tex", latex_table(shown, caption, f"tab:{stem}", text_columns))):
+        for suffix, text in ((".csv", csv_text(numbers)), (".md", markdown_table(shown, notes)),
+                             (".tex", latex_table(shown, caption, f"tab:{stem}", text_columns,
+                                                  notes))):
             path = out / f"{stem}{suffix}"
             path.write_text(text, encoding="utf-8")
             report.files.append(path)
     return write
 
 
+def _write_compact_main(out: Path, main: pd.DataFrame) -> list[Path]:
+    """``main_table.tex``: one page-sized booktabs table per model (presets, single
+    components, the full subset); every subset stays in main_table.md and .csv."""
+    parts = []
+    for index, (model, table) in enumerate(main.groupby("Model", sort=True)):
+        shown, foot = main_table_display(table, rows=compact_rows(table))
+        parts.append(latex_table(shown.drop(columns="Model"), f"Scores (%) of {model}",
+                                 f"tab:main{index}", 1, foot))
+    path = out / "main_table.tex"
+    path.write_text("".join(parts), encoding="utf-8")
+    return []  # already listed by the writer
+
+
+def _write_compact_gains(out: Path, gains: pd.DataFrame) -> None:
+    """``gains.tex``: methods x benchmarks per model; every row stays in gains.md and .csv."""
+    parts = []
+    for index, model in enumerate(sorted(set(gains["model"]))):
+        shown, foot = gains_compact(gains, model)
+        parts.append(latex_table(shown, f"Gain over the base model (points) of {model}",
+                                 f"tab:gains{index}", 1, foot))
+    (out / "gains.tex").write_text("".join(parts) or "% no gains\n", encoding="utf-8")
+
+
 def _numeric_column(column: pd.Series) -> bool:
     """True when every cell reads as a number, an interval or the missing mark."""
-    return all(str(v).lstrip("-[").split(",")[0].replace(".", "", 1).isdigit() or str(v) == "–"
-               for v in column)
+    return all(str(v).strip("*").lstrip("-[").split(",")[0].split(" ")[0].replace(".", "", 1)
+               .isdigit() or str(v).startswith("–") for v in column)
 
 
 def _write_synergy(out: Path, synergy: pd.DataFrame) -> list[Path]:
     matrices = synergy_matrices(synergy)
-    markdown = "".join(f"### {title}\n\n{markdown_table(m)}\n" for title, m in matrices)
+    note = (f"points; * = interval excludes zero after {MULTIPLICITY} adjustment over the pairs "
+            "of the group (family-wise 5%); † = fewer seeds or items than the study asked for "
+            "(see notes.md); with one seed nothing can be flagged")
+    markdown = "".join(f"### {title}\n\n{markdown_table(m, [note])}\n" for title, m in matrices)
     latex = "".join(latex_table(m, f"Pairwise interaction (points): {title}",
-                                f"tab:synergy{index}", text_columns=1) for index, (title, m) in
+                                f"tab:synergy{index}", 1, [note]) for index, (title, m) in
                     enumerate(matrices))
     paths = []
     for suffix, text in ((".csv", csv_text(synergy)), (".md", markdown or "(no groups)\n"),

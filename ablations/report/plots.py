@@ -1,7 +1,7 @@
 """PNG plots of the report (matplotlib, Agg backend, no display needed).
 
 - contribution bars: per (model, training set, benchmark), each component's Shapley value (or
-  main effect when Shapley is not available) with its item-bootstrap 95% interval;
+  main effect when Shapley is not available) with its 95% interval (seeds and items);
 - synergy heatmap: the pairwise interaction matrix of the same group;
 - retention scatter: per model, JSD to base against the mean score of each method.
 Plots are for reading, not for byte-level comparison (tests check they exist and decode).
@@ -36,8 +36,8 @@ def contribution_plots(components: pd.DataFrame, out_dir: Path) -> list[Path]:
         use_shapley = group["shapley_estimate"].notna().all()
         prefix = "shapley" if use_shapley else "main"
         estimate = group[f"{prefix}_estimate"].to_numpy(dtype=float) * 100
-        low = group[f"{prefix}_item_low"].to_numpy(dtype=float) * 100
-        high = group[f"{prefix}_item_high"].to_numpy(dtype=float) * 100
+        low = group[f"{prefix}_low"].to_numpy(dtype=float) * 100
+        high = group[f"{prefix}_high"].to_numpy(dtype=float) * 100
         errors = np.vstack([np.nan_to_num(estimate - low), np.nan_to_num(high - estimate)])
         figure, axes = plt.subplots(figsize=(5, 3))
         axes.bar([COMPONENT_SHORT[c] for c in group["component"]], estimate, yerr=errors,

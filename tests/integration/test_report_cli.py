@@ -56,8 +56,7 @@ def test_report_reads_mlflow_and_attaches_files(tmp_path: Path) -> None:
     uri = spec.resolved_tracking_uri()
     _log_records(spec, uri, spec.resolved_output_dir())
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["report", str(study_file), "--out", str(out),
-                                      "--replicates", "100"])
+    result = CliRunner().invoke(app, ["report", str(study_file), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "| tiny-qwen2 | SFT |" in result.output and "SD+AGR+EMA" in result.output
     assert "exact Shapley refused" in result.output  # 4 of 32 subsets: no Shapley

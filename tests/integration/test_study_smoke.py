@@ -45,7 +45,7 @@ def test_smoke_study_runs_and_reports(smoke_study) -> None:
     tmp_path, env, study = smoke_study
     status = _unisd("study", "status", study, cwd=tmp_path, env=env)
     assert status.returncode == 0 and status.stdout.count(" done ") >= 3, status.stdout
-    report = _unisd("report", study, "--replicates", "100", cwd=tmp_path, env=env)
+    report = _unisd("report", study, cwd=tmp_path, env=env)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     for row in ("| tiny-qwen2 | Base |", "| tiny-qwen2 | SDFT |", "| tiny-qwen2 | SD+EMA |"):
         assert row in report.stdout

@@ -12,6 +12,7 @@ from ablation_fixtures import EFFECTS, INTERACTION, planted_records
 from ablations.analysis import IncompleteGridError, analyse_components, factorial_ols
 from ablations.analysis import games
 from ablations.analysis.bootstrap import bootstrap_values
+from ablations.analysis.intervals import ONE_SEED_REASON
 from unisd_core.config import COMPONENT_NAMES
 
 
@@ -62,16 +63,16 @@ def _check_recovered(frame: pd.DataFrame, truth: dict, key_columns: list[str]) -
     for row in frame.itertuples(index=False):
         target = truth[tuple(getattr(row, c) for c in key_columns)] if len(key_columns) > 1 \
             else truth[getattr(row, key_columns[0])]
-        width = row.item_high - row.item_low
+        width = row.high - row.low
         assert width > 0
         assert abs(row.estimate - target) <= width, (row, target)
-        covered.append(row.item_low <= target <= row.item_high)
+        covered.append(row.low <= target <= row.high)
     assert np.mean(covered) >= 0.9, covered
 
 
 def test_planted_effects_recovered_on_full_grid() -> None:
     scores, items = planted_records(seeds=(0, 1), n_items=150, noise=0.03)
-    analysis = analyse_components(scores, items, n_replicates=600, seed=0)
+    analysis = analyse_components(scores, items)
     main, pairs = _truth()
     for kind in ("main", "shapley"):
         part = analysis.effects[analysis.effects["kind"] == kind]
@@ -88,7 +89,7 @@ def test_planted_effects_recovered_on_full_grid() -> None:
 def test_half_fraction_gives_main_effects_and_interactions_but_no_shapley() -> None:
     scores, items = planted_records(design="half", seeds=(0, 1), n_items=150,
                                     training_sets=("cose",))
-    analysis = analyse_components(scores, items, n_replicates=600, seed=0)
+    analysis = analyse_components(scores, items)
     assert set(analysis.effects["kind"]) == {"main"}
     assert set(analysis.effects["design"]) == {"half_fraction"}
     main, pairs = _truth()
@@ -102,7 +103,7 @@ def test_incomplete_grid_refuses_shapley_and_names_missing_subsets() -> None:
     dropped = [("agreement", "ema"), ("clipping",)]
     scores, items = planted_records(drop=dropped, seeds=(0,), n_items=40,
                                     training_sets=("toolalpaca",))
-    analysis = analyse_components(scores, items, n_replicates=100, seed=0)
+    analysis = analyse_components(scores, items)
     assert sorted(analysis.missing["subset"]) == ["agreement+ema", "clipping"]
     assert "shapley" not in set(analysis.effects["kind"])
     note = " ".join(analysis.notes)
@@ -128,16 +129,53 @@ def test_bootstrap_is_paired_seeded_and_reproducible() -> None:
     assert not np.array_equal(first, bootstrap_values(shifted, 200, seed=8))
 
 
-def test_seed_intervals_need_two_seeds() -> None:
+def test_intervals_need_two_seeds_and_say_why() -> None:
     scores, items = planted_records(seeds=(0,), n_items=30, presets=())
-    effects = analyse_components(scores, items, n_replicates=100).effects
-    assert effects["seed_low"].isna().all() and effects["item_low"].notna().all()
+    effects = analyse_components(scores, items).effects
+    assert effects["low"].isna().all() and effects["estimate"].notna().all()
+    assert set(effects["reason"]) == {ONE_SEED_REASON}
+
+
+def test_failed_cell_is_counted_and_named_not_silently_dropped() -> None:
+    scores, items = planted_records(seeds=(0, 1, 2), n_items=60, presets=(),
+                                    training_sets=("cose",))
+    failed = (scores["subset"] == "agreement+ema") & (scores["seed"] == 2)
+    scores.loc[failed, "status"] = "failed"
+    analysis = analyse_components(scores, items)
+    effects = analysis.effects
+    # The estimate and its interval both rest on the seeds complete for every subset (0, 1),
+    # counted against the 3 the study asked for; the gap is named.
+    assert set(effects["n_seeds"]) == {2} and set(effects["seeds_expected"]) == {3}
+    gaps = " ".join(analysis.gaps[("tiny-qwen2", "cose", "cose")])
+    assert "agreement+ema seed 2: failed" in gaps and "seed 2 left out" in gaps
+    kept = scores[(scores["seed"] < 2) & scores["method"].isin(["sdft", "unisd"])]
+    value_S = np.zeros(32)
+    for mask, part in kept.assign(mask=[games.mask_of([p for p in COMPONENT_NAMES if r[p]],
+                                                      COMPONENT_NAMES)
+                                        for _, r in kept.iterrows()]).groupby("mask"):
+        value_S[mask] = part["score"].mean()
+    main = effects[effects["kind"] == "main"].set_index("component")["estimate"]
+    assert np.allclose(main[list(COMPONENT_NAMES)], games.banzhaf_values(value_S), atol=1e-12)
+
+
+def test_nan_score_and_missing_items_are_gaps() -> None:
+    scores, items = planted_records(seeds=(0, 1), n_items=40, presets=(),
+                                    training_sets=("cose",))
+    scores.loc[(scores["subset"] == "ema") & (scores["seed"] == 1), "score"] = np.nan
+    one_run = scores[(scores["subset"] == "agreement") & (scores["seed"] == 0)]["run_key"].iloc[0]
+    items = items[~((items["run_key"] == one_run) & items["item_id"].isin(["cose-3", "cose-4"]))]
+    analysis = analyse_components(scores, items)
+    gaps = " ".join(analysis.gaps[("tiny-qwen2", "cose", "cose")])
+    assert "ema seed 1: score NaN" in gaps and "2 of 40 items missing" in gaps
+    assert set(analysis.effects["n_items"]) == {38}
+    assert set(analysis.effects["n_seeds"]) == {1}  # seed 1 incomplete (ema): no interval
+    assert analysis.effects["low"].isna().all()
 
 
 def test_ols_cross_check_matches_banzhaf_on_full_grid() -> None:
     scores, items = planted_records(seeds=(0, 1), n_items=50, presets=())
     ols = factorial_ols(scores)
-    analysis = analyse_components(scores, items, n_replicates=50)
+    analysis = analyse_components(scores, items)
     main = analysis.effects[analysis.effects["kind"] == "main"]
     merged = main.merge(ols, left_on=["model", "training_set", "benchmark", "component"],
                         right_on=["model", "training_set", "benchmark", "term"])
@@ -146,3 +184,22 @@ def test_ols_cross_check_matches_banzhaf_on_full_grid() -> None:
     pair = ols[ols["term"] == "agreement:ema"]
     assert (pair["p_value"] < 0.01).all() and np.allclose(pair["effect"], INTERACTION[2],
                                                           atol=0.01)
+
+
+def test_ols_fits_only_terms_the_partial_design_identifies() -> None:
+    # The demo's design: SDFT, SDFT+EMA, SDFT+clipping, SDFT+feature matching (+ presets).
+    from ablations.analysis.factorial import fit_factorial_ols
+    from ablations.study import all_subsets
+
+    keep = {(), ("ema",), ("clipping",), ("feature_matching",)}
+    scores, _ = planted_records(seeds=(0, 1), n_items=40, training_sets=("cose",),
+                                drop=[s for s in all_subsets() if s not in keep])
+    ols, notes = fit_factorial_ols(scores)
+    assert set(ols["term"]) == {"feature_matching", "ema", "clipping"}  # no interaction
+    assert len(notes) == 1 and "feature_matching:ema" in notes[0]
+    means = scores[scores["method"].isin(["sdft", "unisd"])].groupby("subset")["score"].mean()
+    effects = ols.set_index("term")["effect"]
+    for term in ("ema", "clipping", "feature_matching"):
+        # With no interaction identified, each effect is its simple contrast against SDFT.
+        assert effects[term] == pytest.approx(means[term] - means["none"], abs=1e-9)
+    assert effects["ema"] == pytest.approx(EFFECTS["ema"], abs=0.03)
