@@ -339,7 +339,7 @@ def report(path: Path = StudyFile,
         notes.print(f"[red]no records[/]: {exc}")
         raise typer.Exit(1) from None
     except (DuplicateRunsError, ValueError) as exc:
-        console.print(f"[red]cannot report[/]: {exc}", markup=True, highlight=False)
+        notes.print(f"[red]cannot report[/]: {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     out_dir = out or spec.resolved_output_dir() / "report"
     try:
