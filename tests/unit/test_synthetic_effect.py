@@ -1,4 +1,4 @@
-"""The gain interval of benchmarks/synthetic_effect.py: joint bootstrap over items and seeds."""
+"""The gain interval of benchmarks/synthetic_effect.py: the report's calibrated interval (seeds x items)."""
 
 from __future__ import annotations
 
