@@ -34,12 +34,9 @@ from typing import Any
 
 from pipelines import ownership, ray_adapter
 from pipelines.cells import CellSpec
-<<<<<<< HEAD
 from pipelines.driver_lock import (StudyRefusal, driver_lock, interrupts_as_keyboard_interrupt,
                                    start_driver_record, write_driver_record)
-=======
 from pipelines.environment import cell_dtype, environment_tags
->>>>>>> tools
 from pipelines.graph import Graph, Step, build_graph, cell_tags
 from pipelines.job import JobFunctions, run_step
 from pipelines.mlflow_adapter import StudyTracker, default_tracking_uri, prepare_store
