@@ -62,10 +62,15 @@ def step_metrics(output: Path, events: list[dict], total_gpus: float) -> dict[st
         "unknown_ledger_keys": sorted(s for s in completions if s.startswith("?")),
         "starts_without_end": sum(started.values()) - sum(completions.values()),
         "states": dict(Counter(state.get("status") for state in states.values())),
+        # launched = submitted to Ray by the driver; includes waiting in Ray's queue for a GPU
         "launch_to_body_start_s": _quantiles(latency),
         "body_end_to_driver_done_s": _quantiles(lag),
         "gpu_seconds_of_work": work, "work_span_s": span,
         "packing_efficiency": work / (total_gpus * span) if span else None,
+        # GPU-slot seconds each step costs beyond its own work (Ray dispatch, worker start,
+        # driver bookkeeping, MLflow calls, dependency hand-offs): the orchestration cost
+        "overhead_gpu_slot_s_per_step": ((total_gpus * span - work) / len(planned)
+                                         if planned and span else None),
         "plan": durations["plan"], "time_scale": durations["time_scale"],
         "first_body_start": min((e["time"] for e in starts), default=None),
         "nodes_used": dict(Counter(e["node"] for e in ends)),
@@ -104,13 +109,18 @@ def access_log_metrics(log: Path, seconds: float) -> dict[str, Any]:
         match = ACCESS_LINE.search(line)
         if match:
             method, path, status = match.groups()
-            route = path.split("?")[0].split("/api/2.0/mlflow/")[-1].split("/")[0]
+            route = path.split("?")[0].split("/api/2.0/")[-1]
+            if route.startswith("mlflow-artifacts/artifacts/"):
+                route = "mlflow-artifacts/artifacts/<path>"
             requests[f"{method} {route}"] += 1
             statuses[status] += 1
     total = sum(statuses.values())
-    writes = sum(n for key, n in requests.items() if not key.startswith("GET"))
-    errors = sum(n for status, n in statuses.items() if int(status) >= 400)
-    return {"requests": total, "write_requests": writes, "http_errors": errors,
+    writes = sum(n for key, n in requests.items()
+                 if not key.startswith("GET") and not key.endswith("/search"))
+    return {"requests": total, "write_requests": writes,
+            # 404s are expected: the tracker asks for the study's experiment before creating it
+            "client_errors_4xx": sum(n for s, n in statuses.items() if s.startswith("4")),
+            "server_errors_5xx": sum(n for s, n in statuses.items() if s.startswith("5")),
             "statuses": dict(statuses), "by_route": dict(requests.most_common(12)),
             "requests_per_s": total / seconds if seconds else None,
             "write_requests_per_s": writes / seconds if seconds else None}
@@ -125,7 +135,8 @@ def store_size(backend_uri: str, artifacts: Path) -> dict[str, Any]:
     else:
         import psycopg2
 
-        with psycopg2.connect(backend_uri) as connection, connection.cursor() as cursor:
+        dsn = backend_uri.replace("+psycopg2", "")
+        with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT pg_database_size(current_database())")
             size["database_mib"] = cursor.fetchone()[0] / 2**20
             for table in ("runs", "params", "tags", "metrics", "latest_metrics"):

@@ -160,7 +160,7 @@ def start_postgres() -> tuple[Service, str]:
     if created.returncode != 0:
         server.stop()
         raise RuntimeError(f"createdb failed: {created.stderr}")
-    return server, f"postgresql://unisd@127.0.0.1:{port}/mlflow"
+    return server, f"postgresql+psycopg2://unisd@127.0.0.1:{port}/mlflow"
 
 
 # ---- MLflow ----------------------------------------------------------------------------------
@@ -231,13 +231,34 @@ def start_ray(folder: Path, env: dict, *, nodes: int, gpus_per_node: int,
     try:
         wait_for(job_server_up, 180, "the Ray head's job server")
         for index in range(nodes):
-            cluster.nodes.append(start_node(cluster, folder, env, f"node{index + 1}",
-                                            gpus_per_node, cpus_per_gpu, memory_gb_per_gpu))
-        wait_for(lambda: _alive_nodes(cluster, env) == nodes + 1, 180, f"{nodes} worker nodes")
+            cluster.nodes.append(_join_node(cluster, folder, env, index + 1, gpus_per_node,
+                                            cpus_per_gpu, memory_gb_per_gpu))
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def _join_node(cluster: RayCluster, folder: Path, env: dict, number: int, gpus: int,
+               cpus_per_gpu: int, memory_gb_per_gpu: int, attempts: int = 3) -> Service:
+    """Start node ``number`` and wait until the cluster counts it (one at a time: raylets
+    started together on two busy cores time out registering; a node that did is started again).
+    """
+    seen: list[str] = []
+    for _ in range(attempts):
+        node = start_node(cluster, folder, env, f"node{number}", gpus, cpus_per_gpu,
+                          memory_gb_per_gpu)
+        try:
+            wait_for(lambda: not node.alive() or _alive_nodes(cluster, env, seen) >= number + 1,
+                     180, f"node{number}")
+        except TimeoutError:
+            node.stop()
+            raise TimeoutError(f"node{number} did not join; last `ray status`:\n"
+                               f"{seen[-1] if seen else ''}") from None
+        if node.alive():
+            return node
+    raise RuntimeError(f"node{number} exited {attempts} times: "
+                       f"{(folder / f'node{number}.log').read_text()[-2000:]}")
 
 
 def start_node(cluster: RayCluster, folder: Path, env: dict, name: str, gpus: int,
@@ -252,12 +273,13 @@ def start_node(cluster: RayCluster, folder: Path, env: dict, name: str, gpus: in
         folder / f"{name}.log", env={**env, "UNISD_SIM_NODE": name})
 
 
-def _alive_nodes(cluster: RayCluster, env: dict) -> int:
-    listed = subprocess.run([_ray(), "list", "nodes", "--address", cluster.dashboard,
-                             "--filter", "state=ALIVE", "--format", "json"], env=env,
+def _alive_nodes(cluster: RayCluster, env: dict, seen: list[str]) -> int:
+    """Active nodes per ``ray status`` (the state API's node list lags behind on this machine)."""
+    status = subprocess.run([_ray(), "status", "--address", cluster.gcs_address], env=env,
                             capture_output=True, text=True)
-    if listed.returncode != 0:
+    seen.append(status.stdout + status.stderr[-2000:])
+    if status.returncode != 0 or "Active:" not in status.stdout:
         return -1
-    import json
-
-    return len(json.loads(listed.stdout or "[]"))
+    active = status.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]  # with "Idle:"
+    return sum(int(line.split()[0]) for line in active.splitlines()
+               if line.strip() and line.split()[0].isdigit())

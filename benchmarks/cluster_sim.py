@@ -118,8 +118,15 @@ def write_hub_cache(folder: Path, cells: list) -> None:
         (snapshot / "config.json").write_text(json.dumps({"model_type": model_type}))
 
 
-def start_services(work: Path, args: argparse.Namespace, output: Path) -> dict:
-    started: dict = {"backend": "sqlite", "backend_note": ""}
+def stop_services(started: dict) -> None:
+    for name in ("ray", "mlflow", "postgres"):
+        if name in started:
+            started[name].stop()
+
+
+def start_services(work: Path, args: argparse.Namespace, output: Path, started: dict) -> None:
+    """Fills ``started`` as services come up (so a failure can stop those already running)."""
+    started.update(backend="sqlite", backend_note="")
     reason = None if args.backend == "sqlite" else services.postgres_unavailable()
     if args.backend == "postgres" and reason:
         raise SystemExit(f"--backend postgres: {reason}")
@@ -139,7 +146,6 @@ def start_services(work: Path, args: argparse.Namespace, output: Path) -> dict:
     started["env"] = env
     started["ray"] = services.start_ray(work / "ray", env, nodes=args.nodes,
                                         gpus_per_node=args.gpus_per_node)
-    return started
 
 
 def submit_driver(started: dict, output: Path, log: Path) -> tuple[int, float]:
@@ -207,7 +213,12 @@ def simulate(args: argparse.Namespace) -> dict:
     cells = plan_study(output, args.fraction, args.max_cells, args.time_scale)
     write_hub_cache(work / "hf", cells)
     began = time.time()
-    started = start_services(work, args, output)
+    started: dict = {}
+    try:
+        start_services(work, args, output, started)
+    except BaseException:
+        stop_services(started)
+        raise
     metrics: dict = {"fraction": args.fraction, "cells": len(cells), "nodes": args.nodes,
                      "gpus_per_node": args.gpus_per_node, "time_scale": args.time_scale,
                      "item_cap": args.item_cap, "backend": started["backend"],
@@ -235,9 +246,7 @@ def simulate(args: argparse.Namespace) -> dict:
         if args.report:
             metrics["report"] = run_report(started, work)
     finally:
-        for name in ("ray", "mlflow", "postgres"):
-            if name in started:
-                started[name].stop()
+        stop_services(started)
     return metrics
 
 
