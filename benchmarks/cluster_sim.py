@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -127,6 +128,22 @@ def stop_services(started: dict) -> None:
 def start_services(work: Path, args: argparse.Namespace, output: Path, started: dict) -> None:
     """Fills ``started`` as services come up (so a failure can stop those already running)."""
     started.update(backend="sqlite", backend_note="")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT),
+           "HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "UNISD_SIM_OUTPUT": str(output), "UNISD_SIM_ITEM_CAP": str(args.item_cap or 0)}
+    env.pop("RAY_ADDRESS", None)
+    # Ray's nodes come up while the database and the tracking server do (both take ~10-30 s)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ray_starting = pool.submit(services.start_ray, work / "ray", env, nodes=args.nodes,
+                                   gpus_per_node=args.gpus_per_node)
+        try:
+            _start_tracking(work, args, started)
+        finally:  # a failed Ray start raises here (it stopped its own processes)
+            started["ray"] = ray_starting.result()
+    started["env"] = env
+
+
+def _start_tracking(work: Path, args: argparse.Namespace, started: dict) -> None:
     reason = None if args.backend == "sqlite" else services.postgres_unavailable()
     if args.backend == "postgres" and reason:
         raise SystemExit(f"--backend postgres: {reason}")
@@ -139,13 +156,6 @@ def start_services(work: Path, args: argparse.Namespace, output: Path, started: 
     started["backend_uri"] = backend_uri
     started["mlflow"], started["tracking_uri"] = services.start_mlflow(
         backend_uri, work / "artifacts", work / "mlflow.log")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT),
-           "HF_HOME": str(work / "hf"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "UNISD_SIM_OUTPUT": str(output), "UNISD_SIM_ITEM_CAP": str(args.item_cap or 0)}
-    env.pop("RAY_ADDRESS", None)
-    started["env"] = env
-    started["ray"] = services.start_ray(work / "ray", env, nodes=args.nodes,
-                                        gpus_per_node=args.gpus_per_node)
 
 
 def submit_driver(started: dict, output: Path, log: Path) -> tuple[int, float]:
@@ -261,7 +271,7 @@ def _fault_counts(fault: dict, events: list[dict]) -> dict:
             "not_completed_elsewhere": [s for s in running if s not in rerun]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--role", choices=("simulate", "driver"), default="simulate",
                         help=argparse.SUPPRESS)
@@ -284,10 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the metrics JSON here too")
     parser.add_argument("--keep", default=None, help="work folder to use and keep")
     args = parser.parse_args(argv)
-    if args.role == "driver":
-        return run_driver(args)
     if args.nodes < 1 or args.gpus_per_node < 1 or args.time_scale < 0:
         parser.error("--nodes and --gpus-per-node must be >= 1, --time-scale >= 0")
+    if args.kill_node_after is not None and args.nodes < 2:
+        parser.error("--kill-node-after needs --nodes >= 2 (the steps must go somewhere)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.role == "driver":
+        return run_driver(args)
     metrics = simulate(args)
     text = json.dumps(metrics, indent=1, default=str)
     print(text)
