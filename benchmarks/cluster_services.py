@@ -49,7 +49,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
     while time.time() < deadline:
         if predicate():
             return
-        time.sleep(0.5)
+        time.sleep(1.0)
     raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
 
 
@@ -196,8 +196,10 @@ class RayCluster:
     temp_dir: str = ""
 
     def stop(self) -> None:
-        for service in [*self.nodes, self.head]:
-            service.stop()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self.nodes) + 1) as pool:
+            list(pool.map(lambda service: service.stop(grace_s=5), [*self.nodes, self.head]))
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
@@ -226,8 +228,11 @@ def start_ray(folder: Path, env: dict, *, nodes: int, gpus_per_node: int,
     def job_server_up() -> bool:
         if not head.alive():
             raise RuntimeError(f"the Ray head exited: {(folder / 'head.log').read_text()[-3000:]}")
-        return subprocess.run([_ray(), "job", "list", "--address", cluster.dashboard], env=env,
-                              capture_output=True).returncode == 0
+        try:
+            with urllib.request.urlopen(f"{cluster.dashboard}/api/jobs/", timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
     try:
         wait_for(job_server_up, 180, "the Ray head's job server")
         for index in range(nodes):
@@ -274,12 +279,17 @@ def start_node(cluster: RayCluster, folder: Path, env: dict, name: str, gpus: in
 
 
 def _alive_nodes(cluster: RayCluster, env: dict, seen: list[str]) -> int:
-    """Active nodes per ``ray status`` (the state API's node list lags behind on this machine)."""
-    status = subprocess.run([_ray(), "status", "--address", cluster.gcs_address], env=env,
-                            capture_output=True, text=True)
-    seen.append(status.stdout + status.stderr[-2000:])
-    if status.returncode != 0 or "Active:" not in status.stdout:
+    """ALIVE nodes per the dashboard's state API (HTTP: a `ray` CLI call per poll costs seconds
+    of CPU on this machine)."""
+    import json
+
+    try:
+        with urllib.request.urlopen(f"{cluster.dashboard}/api/v0/nodes?limit=1000",
+                                    timeout=10) as response:
+            payload = json.loads(response.read())
+    except (OSError, ValueError) as error:
+        seen.append(repr(error))
         return -1
-    active = status.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]  # with "Idle:"
-    return sum(int(line.split()[0]) for line in active.splitlines()
-               if line.strip() and line.split()[0].isdigit())
+    seen.append(json.dumps(payload)[:3000])
+    rows = payload.get("data", {}).get("result", {}).get("result", [])
+    return sum(row.get("state") == "ALIVE" for row in rows)

@@ -120,9 +120,10 @@ def write_hub_cache(folder: Path, cells: list) -> None:
 
 
 def stop_services(started: dict) -> None:
-    for name in ("ray", "mlflow", "postgres"):
-        if name in started:
-            started[name].stop()
+    """Stop every started service, side by side (a raylet drains for up to 10 s)."""
+    running = [started[name] for name in ("ray", "mlflow", "postgres") if name in started]
+    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+        list(pool.map(lambda service: service.stop(), running))
 
 
 def start_services(work: Path, args: argparse.Namespace, output: Path, started: dict) -> None:
