@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -172,15 +173,19 @@ def submit_driver(started: dict, output: Path, log: Path) -> tuple[int, float]:
 
 
 def kill_node_later(started: dict, output: Path, after_s: float, sink: dict) -> threading.Thread:
-    """SIGKILL node1's process group ``after_s`` seconds after the first stand-in started."""
+    """SIGKILL node1's process group (raylet, its workers and agents) at the first moment after
+    ``after_s`` seconds past the first step's start when a train body is running there."""
     def worker() -> None:
         ledger = output / standins.LEDGER_FILE
         services.wait_for(lambda: ledger.exists() and ledger.stat().st_size > 0, 1800, "a step")
         time.sleep(after_s)
         node = started["ray"].nodes[0]
-        sink["running_on_killed_node"] = sorted(_running_on(output, node.name))
+        deadline = time.time() + 300  # a train body runs longest (it logs to MLflow)
+        while time.time() < deadline and not any(
+                step.startswith("train-") for step in _running_on(output, node.name)):
+            time.sleep(0.05)
         sink["killed_at"] = time.time()
-        node.stop(first=9, grace_s=5)
+        node.stop(first=signal.SIGKILL, grace_s=5)
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     return thread
@@ -262,14 +267,21 @@ def simulate(args: argparse.Namespace) -> dict:
 
 
 def _fault_counts(fault: dict, events: list[dict]) -> dict:
-    """Steps running on the killed node, and whether each completed elsewhere afterwards."""
+    """Step bodies killed with node1 (a start there with no end from that process), what became
+    of them; bodies that completed more than once (recomputed)."""
     killed_at = fault["killed_at"]
-    rerun = {e["step_id"] for e in events if e["event"] == "end" and e["time"] > killed_at
-             and e["node"] != "node1"}
-    running = fault["running_on_killed_node"]
-    return {"killed_at": killed_at, "steps_running_on_killed_node": len(running),
-            "of_which_completed_elsewhere": len([s for s in running if s in rerun]),
-            "not_completed_elsewhere": [s for s in running if s not in rerun]}
+    ended = {(e["step_id"], e["pid"]) for e in events if e["event"] == "end"}
+    killed = sorted({e["step_id"] for e in events if e["event"] == "start"
+                     and e["node"] == "node1" and (e["step_id"], e["pid"]) not in ended})
+    finished_elsewhere = {e["step_id"] for e in events if e["event"] == "end"
+                          and e["time"] > killed_at and e["node"] != "node1"}
+    ends = Counter(e["step_id"] for e in events if e["event"] == "end")
+    return {"killed_at": killed_at, "steps_killed_on_node1": killed,
+            "of_which_completed_elsewhere": [s for s in killed if s in finished_elsewhere],
+            "not_completed_elsewhere": [s for s in killed if s not in finished_elsewhere],
+            "recomputed": {s: n for s, n in ends.items() if n > 1},
+            "node1_ends_after_kill": sum(e["event"] == "end" and e["node"] == "node1"
+                                         and e["time"] > killed_at + 1 for e in events)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
