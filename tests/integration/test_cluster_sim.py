@@ -15,8 +15,8 @@ import pytest
 from benchmarks import cluster_services, cluster_sim
 
 pytestmark = pytest.mark.integration
-# 12 cells: on two cores shared with other work, the driver creates each cell's MLflow run in
-# ~2.5 s over the server (measured here, RESULTS.md section 5), so cells cost time serially.
+# 12 cells, not a few dozen: on two cores shared with other work the nodes' worker start-up and
+# the driver's serial MLflow calls (0.5 to 2.5 s per cell run here) make cells cost time.
 CELLS = 12
 PG_MISSING = cluster_services.postgres_unavailable()
 
