@@ -25,8 +25,10 @@ JSON object (also written to ``--out``):
 - correctness: runs per run key (must be exactly 1), lost and duplicated cells, stand-in
   completions per planned step (each exactly once without faults), the plan's job counts
   (``ablations.plan``) against what ran;
-- with ``--kill-node-after S``: node1's process group is SIGKILLed S seconds after the first step
-  started; steps that were running there and were run again elsewhere are counted.
+- with ``--kill-node-after S``: node1's process group (raylet, workers, agents) is SIGKILLed at
+  the first moment, S seconds or more after the first step started, when a train body runs
+  there; the bodies that died, whether each completed elsewhere, and bodies completed twice
+  (recomputed) are counted from the ledger.
 
 Departures from a real cluster: one machine (the nodes share its 2 cores, disk and memory); the
 GPUs are logical; step bodies sleep; evaluation items can be capped (``--item-cap``) to keep the
