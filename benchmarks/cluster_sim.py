@@ -18,10 +18,11 @@ JSON object (also written to ``--out``):
   (median, p95, max), and the driver's end-of-step lag (state finish minus stand-in end);
 - packing efficiency of the logical GPUs: GPU-seconds of stand-in work / (GPUs x span from the
   first stand-in start to the last end);
-- MLflow: requests by method and status from the server's access log, rows in the store, errors
-  (HTTP >= 400 and failed record steps), requests per second over the run;
-- store size: database plus artifact folder;
-- ``unisd report`` over the resulting store: wall time and peak RSS (``wait4``);
+- MLflow: requests by route and status from the server's access log, 4xx and 5xx separately
+  (failed record steps show as failed cells of the driver), requests per second over the job;
+- store size: database (and, on PostgreSQL, its row counts) plus the artifact folder;
+- ``unisd report`` over the resulting store (200 bootstrap replicates, plots on, not attached):
+  wall time and peak RSS (``wait4``);
 - correctness: runs per run key (must be exactly 1), lost and duplicated cells, stand-in
   completions per planned step (each exactly once without faults), the plan's job counts
   (``ablations.plan``) against what ran;
