@@ -295,7 +295,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help=argparse.SUPPRESS)
     parser.add_argument("--fraction", choices=sorted(standins.FRACTIONS), default="1/16")
     parser.add_argument("--max-cells", type=int, default=None,
-                        help="keep at most this many cells (a wider stride over the fraction)")
+                        help="keep only the first N cells of the fraction (name order)")
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--time-scale", type=float, default=1e-3,
@@ -304,14 +304,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="evaluation items per benchmark at most (default: full eval sizes)")
     parser.add_argument("--backend", choices=("auto", "postgres", "sqlite"), default="auto")
     parser.add_argument("--kill-node-after", type=float, default=None,
-                        help="SIGKILL node1 this many seconds after the first step started")
+                        help="SIGKILL node1's processes once a train body runs there, at least "
+                             "this many seconds after the first step started")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                         help="time `unisd report` over the resulting store")
     parser.add_argument("--out", default=None, help="write the metrics JSON here too")
-    parser.add_argument("--keep", default=None, help="work folder to use and keep")
+    parser.add_argument("--keep", default=None,
+                        help="work folder to use and keep (default: a temporary one, removed)")
     args = parser.parse_args(argv)
     if args.nodes < 1 or args.gpus_per_node < 1 or args.time_scale < 0:
         parser.error("--nodes and --gpus-per-node must be >= 1, --time-scale >= 0")
+    if (args.max_cells is not None and args.max_cells < 1) or (
+            args.item_cap is not None and args.item_cap < 1):
+        parser.error("--max-cells and --item-cap must be >= 1")
     if args.kill_node_after is not None and args.nodes < 2:
         parser.error("--kill-node-after needs --nodes >= 2 (the steps must go somewhere)")
     return args
@@ -322,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "driver":
         return run_driver(args)
     metrics = simulate(args)
+    if not args.keep:  # the store and artifacts can be large; --keep DIR keeps them
+        import shutil
+
+        shutil.rmtree(metrics["work_dir"], ignore_errors=True)
     text = json.dumps(metrics, indent=1, default=str)
     print(text)
     if args.out:
