@@ -21,7 +21,6 @@ Departures from a real run: no model, no data, no GPU; durations are the plan's 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from fractions import Fraction
