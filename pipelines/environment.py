@@ -11,7 +11,9 @@ dtype into tags with :func:`environment_tags`:
 list), ``cpu_capability`` (the kernel level torch dispatches to: ``AVX512``, ``AVX2``, ...),
 ``gpu``, ``gpu_driver``, ``cuda``, ``torch``, ``transformers``, ``peft``, ``lm_eval``,
 ``threads`` (``intra=N,interop=M``), ``dtype``, and ``fingerprint``: a short hash of all the
-others, so that one tag tells whether two runs share an environment.
+others except the dtype, so that one tag tells whether two runs share a machine and software
+stack. The dtype is the cell's own setting (it is in the run key, and a study's base cell
+legitimately differs from its trained cells), so it is recorded but does not split environments.
 
 A cell whose train and evaluate steps ran on different machines gets ``train: X; eval: Y`` for
 each fact that differs (and a fingerprint of that). Facts that do not apply read ``none`` (no
@@ -86,9 +88,9 @@ def environment_tags(train: Mapping[str, str] | None, evaluate: Mapping[str, str
             values[fact] = seen[0]
         else:
             values[fact] = f"train: {seen[0]}; eval: {seen[1]}"
-    values["dtype"] = dtype
     tags = {ENV_TAG + name: value[:5000] for name, value in values.items()}
-    tags[ENV_TAG + "fingerprint"] = fingerprint(values)
+    tags[ENV_TAG + "dtype"] = dtype
+    tags[ENV_TAG + "fingerprint"] = fingerprint(values)  # the machine and software, not the dtype
     return tags
 
 

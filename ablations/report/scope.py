@@ -157,7 +157,9 @@ def environment_notes(scores: pd.DataFrame) -> list[str]:
     counts = fingerprint.value_counts()
     if len(counts) < 2:
         return []
-    fields = sorted(c for c in runs.columns if c.startswith("env.") and c != "env.fingerprint")
+    # the dtype is each cell's own setting (not part of the fingerprint): not a machine difference
+    fields = sorted(c for c in runs.columns
+                    if c.startswith("env.") and c not in ("env.fingerprint", "env.dtype"))
     differ = []
     for column in fields:
         values = sorted(set(runs[column].fillna(UNKNOWN).astype(str)))
