@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STUDY ?= studies/synthetic.yaml
 
-.PHONY: setup bubblewrap demo smoke study test test-unit test-integration clean
+.PHONY: setup bubblewrap test-packages demo smoke study test test-unit test-integration clean
 
 setup: bubblewrap $(VENV)/.installed
 
@@ -23,11 +23,21 @@ bubblewrap:
 	    >/dev/null 2>&1 || echo "note: could not install bubblewrap; code items will be refused" >&2; \
 	else echo "note: bubblewrap (bwrap) is missing; install it (apt-get install bubblewrap) to score code" >&2; fi
 
+# Debian packages only some tests use: chromium (the MLflow UI browser test) and PostgreSQL (the
+# cluster simulation's MLflow store). Installed by `make test` when missing, as root with apt-get;
+# never fatal: without them those tests skip and say why.
+test-packages:
+	-@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing (apt-get) for the browser and cluster-simulation tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) \
+	      >/dev/null 2>&1 || echo "note: could not install$$missing; those tests will skip" >&2; \
+	  else echo "note:$$missing missing (apt-get install$$missing); those tests will skip" >&2; fi; \
+	fi
+
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@# chromium (Debian) for the MLflow UI browser test; as root only, never fatal (the test skips)
-	-@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
-	  >/dev/null 2>&1 || echo "chromium not installed: the MLflow browser test will be skipped"; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
@@ -42,7 +52,7 @@ study: setup
 	$(BIN)/unisd study run $(STUDY)
 	$(BIN)/unisd report $(STUDY)
 
-test: setup
+test: setup test-packages
 	$(BIN)/python -m pytest -q -ra
 
 test-unit: setup
