@@ -176,7 +176,7 @@ def test_second_driver_is_refused_with_a_message(study: Study) -> None:
     with driver_lock(study.output, watch_hint="held by the test"):
         refused = study.run(timeout=300)
     assert refused.returncode == 3, refused.stdout + refused.stderr
-    assert "another driver" in refused.stdout and "unisd study status" in refused.stdout
+    assert "another driver" in refused.stderr and "unisd study status" in refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
 
 
@@ -194,7 +194,7 @@ def test_read_only_output_folder_is_refused(study: Study, tmp_path: Path) -> Non
     refused = subprocess.run(["unshare", "-m", "sh", "-c", command], cwd=study.root,
                              env=_env(study.root), capture_output=True, text=True, timeout=300)
     assert refused.returncode == 3, refused.stdout + refused.stderr
-    assert "cannot write" in refused.stdout and str(folder) in refused.stdout
+    assert "cannot write" in refused.stderr and str(folder) in refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
 
 
@@ -269,7 +269,7 @@ def test_missing_inputs_are_caught_by_validate(unrun_study: Study, tmp_path: Pat
     path.write_text(yaml.safe_dump(bad))
     checked = unisd("study", "validate", str(path), root=study.root, timeout=300)
     assert checked.returncode == 2, checked.stdout + checked.stderr
-    text = checked.stdout.replace("\n", "")
+    text = checked.stderr.replace("\n", "")  # errors go to stderr
     assert "local model folder does not exist" in text and "Qwen2.5-0.5B-Instruct" in text
     assert "local data file does not exist" in text and "no.jsonl" in text
 
