@@ -14,8 +14,8 @@ per-browser GenAI / Model training switch (default GenAI), which ``workflowType`
 The arm label is the report's row label (``Base``, ``SDFT``, ``SD+EMA``, ``UniSD*``): method
 plus component subset, independent of seed, model and dataset, so grouping by ``unisd.arm``
 puts the seeds of one configuration together (grouping by ``unisd.subset`` would mix base, SFT
-and SDFT under ``none``). :func:`arm_label` must agree with
-``ablations.report.tables.row_label``; a test compares them on every method and subset.
+and SDFT under ``none``). :func:`arm_label` is also the report's row label
+(``ablations.report.tables.row_label`` is this function), so the two cannot drift apart.
 """
 
 from __future__ import annotations

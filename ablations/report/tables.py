@@ -18,26 +18,14 @@ from __future__ import annotations
 import pandas as pd
 
 from ablations.analysis.effects import OK_STATUS, ComponentAnalysis
-from ablations.grid import cell_label
 from ablations.report.render import fmt
+from pipelines.mlflow_layout import COMPONENT_SHORT, METHOD_NAMES, arm_label
 from unisd_core.config import COMPONENT_NAMES
 
 METHOD_ORDER = ("base", "sft", "sdft", "gkd", "ssd", "opsd", "unisd_star")
-METHOD_NAMES = {"base": "Base", "sft": "SFT", "sdft": "SDFT", "gkd": "GKD", "ssd": "SSD",
-                "opsd": "OPSD", "unisd_star": "UniSD*"}
 PAPER_ORDER = ("scienceqa", "gpqa", "mbpp", "humaneval", "cose", "toolalpaca")
-COMPONENT_SHORT = {"agreement": "AGR", "contrastive": "CON", "feature_matching": "FM",
-                   "ema": "EMA", "clipping": "CLIP"}
-
-
-def row_label(method: str, subset: str, cell: str) -> str:
-    """Display name of a row: a preset name, or ``SD+AGR+EMA`` for a component subset."""
-    label = cell_label(str(cell))
-    if label == "unisd_star":
-        return METHOD_NAMES["unisd_star"]
-    if method != "unisd":
-        return METHOD_NAMES.get(method, method)
-    return "SD+" + "+".join(COMPONENT_SHORT.get(p, p) for p in str(subset).split("+"))
+# One definition of the labels: the MLflow arm tag (pipelines) and the report's rows must agree.
+row_label = arm_label  # (method, subset, cell) -> "Base" / "SDFT" / "UniSD*" / "SD+AGR+EMA"
 
 
 def _row_order(label: str) -> tuple[int, int, str]:

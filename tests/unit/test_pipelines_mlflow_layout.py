@@ -9,8 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from ablations.grid import expand_grid
-from ablations.report.tables import row_label
+from ablations.grid import cell_label, expand_grid
 from ablations.study import load_study
 from pipelines.graph import cell_tags
 from pipelines.mlflow_adapter import StudyTracker, default_tracking_uri, describe_study, prepare_store
@@ -29,7 +28,7 @@ from unisd_core.config import COMPONENT_NAMES
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_arm_label_is_the_report_row_label_for_every_method_and_subset():
+def test_arm_label_names_every_method_and_subset_distinctly_and_reads_the_grids_cell_names():
     subsets = ["+".join(c) for r in range(1, 6) for c in itertools.combinations(COMPONENT_NAMES, r)]
     cases = [(m, "none", f"tiny__scienceqa__{m}__seed0")
              for m in ("base", "sft", "sdft", "gkd", "ssd", "opsd")]
@@ -37,8 +36,9 @@ def test_arm_label_is_the_report_row_label_for_every_method_and_subset():
     cases += [("unisd", "+".join(COMPONENT_NAMES), "tiny__scienceqa__unisd_star__seed1")]
     labels = set()
     for method, subset, cell in cases:
-        assert arm_label(method, subset, cell) == row_label(method, subset, cell), cell
-        labels.add(arm_label(method, subset, cell))
+        label = arm_label(method, subset, cell)  # also the report's row label (one definition)
+        assert (label == "UniSD*") == (cell_label(cell) == "unisd_star"), cell
+        labels.add(label)
     assert len(labels) == 6 + 31 + 1  # distinct per configuration, and seed-independent
     assert arm_label("unisd", "ema", "a__b__ema__seed0") == arm_label("unisd", "ema",
                                                                       "a__b__ema__seed7")
