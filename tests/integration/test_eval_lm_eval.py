@@ -21,6 +21,7 @@ import torch
 
 from evaluation.lm_eval_adapter import TASKS_DIR, evaluate
 from evaluation.results import PRIMARY_METRIC
+from sandbox_support import skip_code_without_sandbox
 from unisd_core.data.datasets import load_records, sample_path
 from unisd_core.data.records import BENCHMARKS
 from unisd_core.models.zoo import TINY_MODELS, load_model_and_tokenizer, resolve_model
@@ -55,6 +56,7 @@ def check_results(results: dict, benchmarks) -> None:
 
 @pytest.mark.parametrize("name", TINY_MODELS)
 def test_adapter_runs_all_six_benchmarks(name: str) -> None:
+    skip_code_without_sandbox("mbpp")  # scores code: needs the sandbox (README, "Sandbox")
     torch.set_num_threads(1)
     if name == "tiny-qwen2":
         model, tokenizer = load_model_and_tokenizer(name)
@@ -79,6 +81,7 @@ CLI_MODEL, CLI_BENCHMARKS = "tiny-qwen2", ("scienceqa", "mbpp", "toolalpaca")
 
 
 def test_lm_eval_command_line(tmp_path: Path) -> None:
+    skip_code_without_sandbox("mbpp")  # scores code: needs the sandbox (README, "Sandbox")
     folder = resolve_model(CLI_MODEL)
     # ScienceQA reads a local JSONL (other items than the sample's first) named by --metadata.
     local = tmp_path / "scienceqa_subset.jsonl"
