@@ -3,13 +3,12 @@
 Pairing is what makes component differences precise: every replicate draws ONE multiset of items
 (or seeds) and recomputes every subset's value on it, so all subsets see the same items. A
 replicate is a vector of counts; values = counts @ scores / n, one matrix product for all
-replicates. Percentile intervals. ``gain_replicates`` does items and seeds jointly (one shared
-item resample, seeds within each method).
+replicates. Percentile intervals.
 
 The report no longer uses these (issue 12): with 2-3 seeds a percentile bootstrap has no
 small-sample correction and covered 49-90% in the planted simulation (benchmarks/RESULTS.md,
-section 5); the report's intervals come from ``ablations.analysis.intervals``. They remain for
-``benchmarks/synthetic_effect.py`` and as the baseline row of ``benchmarks/coverage.py``.
+section 5); the report's intervals come from ``ablations.analysis.intervals``. They remain as the baseline rows of
+``benchmarks/coverage.py`` (what the old intervals covered).
 Departure from the paper: none (it names no interval method).
 """
 
@@ -46,27 +45,3 @@ def percentile_interval(replicates_RK: np.ndarray, level: float = 0.95) -> tuple
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(replicates_RK, [tail, 100.0 - tail], axis=0)
     return low, high
-
-
-def gain_replicates(method_scores: list[np.ndarray], n_replicates: int,
-                    seed: int) -> np.ndarray:
-    """Replicates of each method's mean score, items and seeds resampled: (R x methods).
-
-    ``method_scores[m]`` is (seeds_m x items), the items in the same order for every method.
-    Per replicate ONE item resample is shared by every method (paired); each method's seeds are
-    resampled within the method, from its own seeded stream (``seed + 1 + m``), so that a
-    method with one seed (the deterministic base) contributes item noise only. A gain over the
-    base is then a difference of two columns, replicate by replicate. Returns (0 x methods) with
-    fewer than 2 items.
-    """
-    n_items = method_scores[0].shape[1] if method_scores else 0
-    if n_items < 2:
-        return np.empty((0, len(method_scores)))
-    counts_RI = resample_counts(n_items, n_replicates, seed)
-    columns = []
-    for index, scores_SI in enumerate(method_scores):
-        n_seeds = scores_SI.shape[0]
-        item_means_RS = counts_RI @ scores_SI.T / n_items
-        seed_counts_RS = resample_counts(n_seeds, n_replicates, seed + 1 + index)
-        columns.append((seed_counts_RS * item_means_RS).sum(axis=1) / n_seeds)
-    return np.stack(columns, axis=1)
