@@ -15,11 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,15 +48,6 @@ def unisd(*args: str, root: Path, timeout: float = 900, faults: str = ""
           ) -> subprocess.CompletedProcess:
     return subprocess.run([*UNISD, *args], cwd=root, env=_env(root, faults), capture_output=True,
                           text=True, timeout=timeout)
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 class Study:

@@ -106,31 +106,29 @@ def test_run_and_status_use_one_vocabulary(tmp_path: Path) -> None:
     assert (cell["status"], cell["reason"]) == ("failed", reason)
 
 
-def test_state_writes_fsync_the_file_and_its_folder(tmp_path: Path, monkeypatch) -> None:
-    synced: list[str] = []
+@pytest.fixture
+def synced(monkeypatch) -> list[str]:
+    """Paths of every descriptor ``os.fsync`` is called on (the real fsync still runs)."""
+    paths: list[str] = []
     real_fsync = os.fsync
 
     def spy(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
+    return paths
+
+
+def test_state_writes_fsync_the_file_and_its_folder(tmp_path: Path, synced: list[str]) -> None:
     write_json_atomic(tmp_path / "a.json", {"x": 1})
     assert str(tmp_path) in synced  # the folder: the rename itself survives a power loss
     assert any(path.startswith(str(tmp_path / ".a.json")) for path in synced)
 
 
-def test_worker_result_files_are_durable(tmp_path: Path, monkeypatch) -> None:
+def test_worker_result_files_are_durable(tmp_path: Path, synced: list[str]) -> None:
     from pipelines import job
 
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def spy(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
     job._write_json(tmp_path / "results.json", {"scienceqa": {"score": 0.5}})
     job._write_jsonl(tmp_path / "records.jsonl", [{"id": 1}])
     assert json.loads((tmp_path / "results.json").read_text())["scienceqa"]["score"] == 0.5
