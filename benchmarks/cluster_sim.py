@@ -28,7 +28,8 @@ JSON object (also written to ``--out``):
   (``ablations.plan``) against what ran;
 - with ``--kill-node-after S``: node1's process group (raylet, workers, agents) is SIGKILLed at
   the first moment, S seconds or more after the first step started, when a train body runs
-  there; the bodies that died, whether each completed elsewhere, and bodies completed twice
+  there (train stand-ins that start on node1 hold there until the kill, so a short body cannot
+  slip between two looks at the ledger); the bodies that died, whether each completed elsewhere, and bodies completed twice
   (recomputed) are counted from the ledger.
 
 Departures from a real cluster: one machine (the nodes share its 2 cores, disk and memory); the
@@ -61,6 +62,7 @@ from benchmarks import cluster_standins as standins  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "paper.yaml"
 STUDY_NAME = "paper"
+HOLD_MAX_S = 300.0  # the longest a train stand-in holds on the node to be killed
 
 
 # ---- inside the Ray job: the driver -----------------------------------------------------------
@@ -176,15 +178,18 @@ def submit_driver(started: dict, output: Path, log: Path) -> tuple[int, float]:
 
 
 def kill_node_later(started: dict, output: Path, after_s: float, sink: dict) -> threading.Thread:
-    """SIGKILL node1's process group (raylet, its workers and agents) at the first moment after
-    ``after_s`` seconds past the first step's start when a train body is running there."""
+    """SIGKILL node1's process group (raylet, its workers and agents) ``after_s`` seconds or more
+    after the first step's start, at a moment a train body runs there: the train stand-ins hold
+    on node1 (``HOLD_FILE``) until it dies, so the kill cannot miss a short body."""
+    node = started["ray"].nodes[0]
+    (output / standins.HOLD_FILE).write_text(json.dumps({"node": node.name, "max_s": HOLD_MAX_S}))
+
     def worker() -> None:
         ledger = output / standins.LEDGER_FILE
         services.wait_for(lambda: ledger.exists() and ledger.stat().st_size > 0, 1800, "a step")
         time.sleep(after_s)
-        node = started["ray"].nodes[0]
-        deadline = time.time() + 300  # a train body runs longest (it logs to MLflow)
-        while time.time() < deadline and not any(
+        deadline = time.monotonic() + HOLD_MAX_S
+        while time.monotonic() < deadline and not any(
                 step.startswith("train-") for step in _running_on(output, node.name)):
             time.sleep(0.05)
         sink["killed_at"] = time.time()

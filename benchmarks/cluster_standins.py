@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 DURATIONS_FILE = "sim_durations.json"
+# Written by the simulation when a node is to be killed: {"node": name, "max_s": seconds}. A train
+# body that starts on that node holds there (does not end) until the node is killed, so the kill
+# always lands during a train body, whatever the machine's speed; ``max_s`` bounds the hold.
+HOLD_FILE = "sim_hold.json"
 LEDGER_FILE = "sim_ledger.jsonl"
 NODE_ENV = "UNISD_SIM_NODE"  # set on each simulated node's `ray start`; workers inherit it
 FRACTIONS = {"1/16": Fraction(1, 16), "1/4": Fraction(1, 4), "1": Fraction(1)}
@@ -107,6 +111,19 @@ def _ledger(output: Path, step_id: str, kind: str, event: str, **extra: Any) -> 
         handle.write(line + "\n")
 
 
+def _hold_if_doomed(output: Path) -> None:
+    """Hold (sleep) while this process runs on the node the simulation will kill (HOLD_FILE)."""
+    hold = output / HOLD_FILE
+    if not hold.is_file():
+        return
+    spec = json.loads(hold.read_text())
+    if spec["node"] != os.environ.get(NODE_ENV):
+        return
+    deadline = time.monotonic() + float(spec["max_s"])
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def _sleep_logged(output: Path, step_id: str, kind: str, seconds: float) -> None:
     _ledger(output, step_id, kind, "start", seconds=seconds)
     time.sleep(seconds)
@@ -146,6 +163,7 @@ def standin_train(config, records, *, output_dir, metrics, caches=None, resume=F
     seconds = _seconds(output, step_dir.name)
     steps = int(json.loads((output / DURATIONS_FILE).read_text())["train_steps"][step_dir.name])
     _ledger(output, step_dir.name, "train", "start", seconds=seconds)
+    _hold_if_doomed(output)
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "metrics.jsonl").open("a", encoding="utf-8") as trace:
         for step in range(1, steps + 1):
