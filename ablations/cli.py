@@ -235,9 +235,13 @@ def _describe_in_mlflow(spec: StudySpec, path: Path, cells: list, uri: str) -> N
     except Exception as exc:  # noqa: BLE001 - the runs are recorded; only the extras are missing
         notes.print(f"[yellow]note[/]: could not describe the study in MLflow: {exc}")
         return
-    where = (f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{view}"
-             if uri.startswith("sqlite:") else f"{uri.rstrip('/')}{view}")
-    notes.print(f"arms side by side: {where}", markup=False, highlight=False)
+    notes.print(f"arms side by side: {_ui_address(uri, view)}", markup=False, highlight=False)
+
+
+def _ui_address(uri: str, view: str) -> str:
+    """Where to open a UI path: the server itself, or ``mlflow ui`` on an embedded store."""
+    return (f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000{view}"
+            if uri.startswith("sqlite:") else f"{uri.rstrip('/')}{view}")
 
 
 @study_app.command("status")
@@ -305,7 +309,8 @@ def report(path: Path = StudyFile,
            tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
            plots: bool = typer.Option(True, "--plots/--no-plots"),
            attach: bool = typer.Option(True, "--attach/--no-attach",
-                                       help="Attach files and metrics to the MLflow parent run."),
+                                       help="Attach the files to the study's MLflow parent run and the "
+                                            "contributions to one run per component."),
            duplicates: str = typer.Option(
                "error", "--duplicates",
                help="More than one finished run for one cell: 'error' (default) or 'latest'."),
@@ -361,9 +366,13 @@ def report(path: Path = StudyFile,
 
 
 def _attach(study_name: str, uri: str, built) -> None:
-    """Files and contribution metrics onto the study's parent run (pipelines' MLflow adapter)."""
+    """Files onto the study's parent run, contributions onto one run per component (pipelines'
+    MLflow adapter); prints the components view's address."""
     from pipelines.mlflow_adapter import log_study_report
 
-    log_study_report(study_name, uri, built.files, built.metrics)
-    notes.print(f"attached {len(built.files)} files and {len(built.metrics)} metrics to the "
-                  f"parent run of {study_name}")
+    _, view = log_study_report(study_name, uri, built.files, built.metrics)
+    notes.print(f"attached {len(built.files)} files to the parent run of {study_name} and "
+                f"{len(built.metrics)} contribution metrics to its contribution runs")
+    if view:
+        notes.print(f"components side by side: {_ui_address(uri, view)}", markup=False,
+                    highlight=False)

@@ -203,13 +203,16 @@ class StudyTracker:
 
 
 def log_study_report(study_name: str, tracking_uri: str, files: list[Path],
-                     metrics: dict[str, float]) -> str:
+                     metrics: dict[str, float]) -> tuple[str, str | None]:
     """Attach a report (files, tables, plots, contribution metrics) to the study's parent run.
 
     Files in a ``plots`` folder go to ``report/plots``, the rest to ``report``; CSV tables are
     also logged as MLflow tables (``report/tables/<stem>.json``) and PNG plots as images keyed
     ``report/<stem>`` at step = the report's number (``unisd.report_count``). MLflow metric
-    names allow only some characters, so others are replaced by ``_``. Returns the parent's id.
+    names allow only some characters, so others are replaced by ``_``. The contribution metrics
+    go, per component, on its contribution run (step = the report's number), not on the parent:
+    there each chart of the chart view would hold a single bar.
+    Returns the parent's id and the components view's UI path (None without contributions).
     """
     tracker = StudyTracker(study_name, tracking_uri)
     parent = tracker.parent_run_id
@@ -220,11 +223,12 @@ def log_study_report(study_name: str, tracking_uri: str, files: list[Path],
     mlflow_study.log_report_tables(tracker.client, parent, files)
     mlflow_study.log_report_images(tracker.client, parent, files, step=count)
     tracker.set_tags(parent, {"unisd.report_count": str(count + 1)})
-    now = int(time.time() * 1000)
-    batch = [Metric(_metric_name(name), float(value), now, 0) for name, value in metrics.items()]
-    for start in range(0, len(batch), 1000):
-        tracker.client.log_batch(parent, metrics=batch[start:start + 1000])
-    return parent
+    series = {component: {_metric_name(name): value for name, value in values.items()}
+              for component, values in layout.contribution_series(metrics).items()}
+    mlflow_study.log_contribution_runs(
+        tracker.client, tracker.experiment_id, parent, series, step=count,
+        extra_tags={"unisd.study": study_name, **layout.provenance_tags(study_name)})
+    return parent, (layout.components_view_path(tracker.experiment_id) if series else None)
 
 
 def describe_study(study_name: str, tracking_uri: str, *, description: str | None,

@@ -16,6 +16,16 @@ plus component subset, independent of seed, model and dataset, so grouping by ``
 puts the seeds of one configuration together (grouping by ``unisd.subset`` would mix base, SFT
 and SDFT under ``none``). :func:`arm_label` is also the report's row label
 (``ablations.report.tables.row_label`` is this function), so the two cannot drift apart.
+
+Contributions (16.1, "named so the chart view groups them usefully"): MLflow's chart view draws
+one chart per metric with one bar per visible run, in sections named by the metric's first path
+part. A study-level number logged on the parent alone is one bar per chart. So ``unisd report``
+also keeps one *contribution run* per component next to the parent (tag ``unisd.run_kind =
+contribution``; not nested, since the UI would list and chart the parent in its place), carrying ``main_effect/<model>/<training set>/<benchmark>`` and
+``shapley/<model>/<training set>/<benchmark>`` (points): in the components view
+(:func:`components_view_path`) each chart compares the five components on one cell of the grid,
+a section per estimate. Cell runs and the arms view are unchanged (they filter on
+``unisd.study_parent = 'false'``, a tag contribution runs do not carry).
 """
 
 from __future__ import annotations
@@ -40,6 +50,14 @@ VIEW_KEY = "unisd-arms"
 ARM_TAG = "unisd.arm"
 PARENT_TAG = "unisd.study_parent"
 MEAN_SCORE = "score/mean"
+RUN_KIND_TAG = "unisd.run_kind"
+CONTRIBUTION_KIND = "contribution"
+COMPONENT_TAG = "unisd.component"
+STUDY_PARENT_ID_TAG = "unisd.parent_run"  # contribution runs: the study's parent run id
+COMPONENTS_VIEW_KEY = "unisd-components"
+# the report's flat metric names: contribution/<model>/<training set>/<benchmark>/<component>/<kind>
+CONTRIBUTION_PREFIX = "contribution"
+CONTRIBUTION_ESTIMATES = {"main": "main_effect", "shapley": "shapley"}
 METHOD_NAMES = {"base": "Base", "sft": "SFT", "sdft": "SDFT", "gkd": "GKD", "ssd": "SSD",
                 "opsd": "OPSD", "unisd_star": "UniSD*"}
 COMPONENT_SHORT = {"agreement": "AGR", "contrastive": "CON", "feature_matching": "FM",
@@ -111,6 +129,43 @@ def comparison_view_path(experiment_id: str) -> str:
     """The UI path (after the server's address) of the arms-side-by-side view."""
     return (f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
             f"&viewStateShareKey={VIEW_KEY}")
+
+
+def contribution_series(metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """The report's flat contribution metrics regrouped per component, for the contribution runs:
+    ``{component: {"<main_effect|shapley>/<model>/<training set>/<benchmark>": points}}``.
+
+    Names are read from the right (component and estimate are known words; the model slug, the
+    training set and the benchmark contain no ``/``); other metrics are left out."""
+    series: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        parts = name.split("/")
+        if (len(parts) < 6 or parts[0] != CONTRIBUTION_PREFIX
+                or parts[-2] not in COMPONENT_NAMES or parts[-1] not in CONTRIBUTION_ESTIMATES):
+            continue
+        where = "/".join(parts[1:-2])
+        series.setdefault(parts[-2], {})[f"{CONTRIBUTION_ESTIMATES[parts[-1]]}/{where}"] = value
+    return series
+
+
+def contribution_run_name(component: str) -> str:
+    """``EMA · contribution`` (the component's short label first, as in the arm labels)."""
+    return f"{COMPONENT_SHORT.get(component, component)} · contribution"
+
+
+def components_view() -> dict[str, Any]:
+    """The shared view state of the contribution runs (one per component)."""
+    return {"searchFilter": f"tags.`{RUN_KIND_TAG}` = '{CONTRIBUTION_KIND}'",
+            "orderByKey": "attributes.start_time", "orderByAsc": True,
+            "selectedColumns": ["attributes.`Run Name`", f"tags.`{COMPONENT_TAG}`"],
+            "groupBy": None, "compareRunCharts": None, "viewMaximized": False,
+            "runListHidden": False}
+
+
+def components_view_path(experiment_id: str) -> str:
+    """The UI path of the components view, opened on its charts (one bar per component)."""
+    return (f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={COMPONENTS_VIEW_KEY}&compareRunsMode=CHART")
 
 
 def cell_overview(cells: list[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Study-level records on the parent run: the study file, the resolved grid, report tables, plots.
+"""Study-level records on the parent run: the study file, the resolved grid, report tables, plots,
+and the per-component contribution runs under it (why: :mod:`pipelines.mlflow_layout`).
 
 Helpers of :mod:`pipelines.mlflow_adapter` (the two together are the only modules that import
 ``mlflow``). Each takes an ``MlflowClient`` and a run id and is idempotent: re-running
@@ -16,11 +17,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+
+from pipelines import mlflow_layout as layout
 
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 
@@ -83,3 +88,38 @@ def log_study_definition(client: MlflowClient, run_id: str, study_file: Path | N
         client.log_artifact(run_id, str(study_file), "study")
     if grid:
         log_table(client, run_id, pd.DataFrame(grid), "study/grid.json")
+
+
+def log_contribution_runs(client: MlflowClient, experiment_id: str, parent_run_id: str,
+                          series: dict[str, dict[str, float]], *, step: int,
+                          extra_tags: dict[str, str]) -> dict[str, str]:
+    """One run per component, found by its tags or created (a re-made report logs at the next
+    ``step``, so each chart shows the latest report); -> {component: run id}. Not nested under
+    the parent (``unisd.parent_run`` names it instead): the UI lists a nested run's parent in
+    its place and charts the parent's metrics, not the component's.
+
+    ``series``: :func:`pipelines.mlflow_layout.contribution_series`, names already MLflow-safe.
+    Also stores the components view on the experiment."""
+    run_ids = {}
+    for component, values in sorted(series.items()):
+        found = client.search_runs(
+            [experiment_id], max_results=1,
+            filter_string=(f"tags.`{layout.RUN_KIND_TAG}` = '{layout.CONTRIBUTION_KIND}' and "
+                           f"tags.`{layout.COMPONENT_TAG}` = '{component}'"))
+        run_id = found[0].info.run_id if found else client.create_run(
+            experiment_id, run_name=layout.contribution_run_name(component),
+            tags={**extra_tags, layout.RUN_KIND_TAG: layout.CONTRIBUTION_KIND,
+                  layout.COMPONENT_TAG: component, layout.STUDY_PARENT_ID_TAG: parent_run_id}
+        ).info.run_id
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(value), now, step) for name, value in values.items()]
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        if not found:
+            client.set_terminated(run_id, "FINISHED")
+        run_ids[component] = run_id
+    if run_ids:
+        client.set_experiment_tag(experiment_id,
+                                  layout.SHARED_VIEW_PREFIX + layout.COMPONENTS_VIEW_KEY,
+                                  json.dumps(layout.components_view()))
+    return run_ids

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from ablations.cli import app
 from ablations.grid import expand_grid
+from ablations.report.plots import slug
 from ablations.study import validate_study
 from pipelines.graph import cell_tags
 from pipelines.mlflow_adapter import StudyTracker, prepare_store
@@ -68,5 +70,14 @@ def test_report_reads_mlflow_and_attaches_files(tmp_path: Path) -> None:
     parent = StudyTracker(spec.name, uri).parent_run_id
     attached = {entry.path for entry in client.list_artifacts(parent, "report")}
     assert {"report/main_table.md", "report/gains.md"} <= attached
-    metrics = client.get_run(parent).data.metrics
-    assert any(name.startswith("contribution/") for name in metrics)
+    # each estimated contribution on its component's run, equal to the written table's value
+    table = pd.read_csv(out / "components.csv")
+    runs = {run.data.tags["unisd.component"]: run for run in client.search_runs(
+        [client.get_experiment_by_name(spec.name).experiment_id],
+        filter_string="tags.`unisd.run_kind` = 'contribution'")}
+    estimated = table.dropna(subset=["main_estimate"])
+    assert len(estimated) > 0 and set(estimated["component"]) == set(runs)
+    for row in estimated.itertuples(index=False):
+        name = f"main_effect/{slug(row.model)}/{row.training_set}/{row.benchmark}"
+        assert runs[row.component].data.metrics[name] == pytest.approx(
+            100 * row.main_estimate, abs=1e-4)  # the CSV's 6 decimals, in points

@@ -113,9 +113,11 @@ def test_mlflow_ui_in_a_browser_shows_the_arms_with_their_scores(smoke_study) ->
     from mlflow.tracking import MlflowClient
 
     from pipelines.mlflow_adapter import default_tracking_uri
-    from pipelines.mlflow_layout import comparison_view_path
+    from pipelines.mlflow_layout import comparison_view_path, components_view_path
 
-    tmp_path, _, _ = smoke_study
+    tmp_path, env, study = smoke_study
+    report = _unisd("report", study, cwd=tmp_path, env=env)  # attaches the contribution runs
+    assert "components side by side:" in report.stderr, report.stderr[-2000:]
     uri = default_tracking_uri(tmp_path / "runs" / "smoke")
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("smoke")
@@ -131,6 +133,8 @@ def test_mlflow_ui_in_a_browser_shows_the_arms_with_their_scores(smoke_study) ->
         _wait_healthy(address, server)
         view = _render(browser, address + comparison_view_path(experiment.experiment_id),
                        screenshot=tmp_path / "arms.png")
+        charts = _render(browser, address + components_view_path(experiment.experiment_id),
+                         screenshot=tmp_path / "components.png")
         landing = _render(browser, f"{address}/#/experiments/{experiment.experiment_id}"
                                    "?workflowType=machine_learning")
     finally:
@@ -143,6 +147,10 @@ def test_mlflow_ui_in_a_browser_shows_the_arms_with_their_scores(smoke_study) ->
         assert name in view, name
     for arm in ("Base", "SDFT", "SD+EMA"):
         assert f"Group: {arm}" in view, arm
+    # the components view: the contribution run, and a chart per estimate x benchmark
+    assert "EMA · contribution" in charts, charts[-2000:]
+    for benchmark in ("scienceqa", "gpqa"):
+        assert f"main_effect/tiny-qwen2/scienceqa/{benchmark}" in charts, benchmark
     # the experiment itself opens on its runs (the parent listed), not on the GenAI overview
     assert "Detect Issues" not in landing and ">Runs<" in landing and ">smoke<" in landing
 

@@ -12,9 +12,18 @@ import pytest
 from ablations.grid import cell_label, expand_grid
 from ablations.study import load_study
 from pipelines.graph import cell_tags
-from pipelines.mlflow_adapter import StudyTracker, default_tracking_uri, describe_study, prepare_store
+from pipelines.mlflow_adapter import (
+    StudyTracker,
+    default_tracking_uri,
+    describe_study,
+    load_study_records,
+    log_study_report,
+    prepare_store,
+)
 from pipelines.mlflow_layout import (
     ARM_TAG,
+    COMPONENT_TAG,
+    COMPONENTS_VIEW_KEY,
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING_KIND,
     NOTE_TAG,
@@ -22,6 +31,8 @@ from pipelines.mlflow_layout import (
     VIEW_KEY,
     arm_label,
     comparison_view_path,
+    components_view_path,
+    contribution_series,
 )
 from unisd_core.config import COMPONENT_NAMES
 
@@ -114,3 +125,69 @@ def test_mean_score_is_logged_next_to_the_scores(tmp_path, smoke_cells):
     metrics = tracker.client.get_run(run_id).data.metrics
     assert metrics["score/mean"] == pytest.approx(0.375, rel=1e-12)
     assert (metrics["score/scienceqa"], metrics["score/gpqa"]) == (0.25, 0.5)
+
+
+def _contribution_metrics(values: dict[tuple[str, str, str, str, str], float]) -> dict:
+    """The report's flat names (ablations.report.build.contribution_metrics' documented form)."""
+    return {"/".join(("contribution", *key)): value for key, value in values.items()}
+
+
+def test_contribution_series_regroups_every_metric_per_component_and_nothing_else():
+    planted = {(model, ts, bench, component, kind): 10.0 * i + 0.5
+               for i, (model, ts, bench, component, kind) in enumerate(itertools.product(
+                   ("tiny-qwen2", "qwen2.5-1.5b"), ("scienceqa",), ("scienceqa", "gpqa"),
+                   COMPONENT_NAMES, ("main", "shapley")))}
+    metrics = {**_contribution_metrics(planted), "score/mean": 1.0,
+               "contribution/tiny/x/y/not_a_component/main": 2.0}
+    series = contribution_series(metrics)
+    assert set(series) == set(COMPONENT_NAMES)
+    expected = {}
+    for (model, ts, bench, component, kind), value in planted.items():
+        estimate = {"main": "main_effect", "shapley": "shapley"}[kind]
+        expected.setdefault(component, {})[f"{estimate}/{model}/{ts}/{bench}"] = value
+    assert series == expected
+
+
+def test_report_keeps_one_contribution_run_per_component_with_the_latest_values(
+        tmp_path, smoke_cells):
+    """The chart view compares runs: each contribution run carries one component's estimates,
+    so a chart (one metric) shows one bar per component; re-made reports add a step, not runs,
+    and neither the arms view nor the report's records see these runs."""
+    spec, cells = smoke_cells
+    uri = default_tracking_uri(tmp_path)
+    tracker = StudyTracker(spec.name, uri, prepare_store(uri, tmp_path))
+    run_ids = [tracker.ensure_cell_run(c.model_dump(mode="json"), cell_tags(c)) for c in cells]
+    tracker.log_evaluation(run_ids[0], {"scienceqa": {"score": 0.25, "items": []}})
+    first = {("tiny-qwen2", "scienceqa", "gpqa", "ema", "main"): 1.5,
+             ("tiny-qwen2", "scienceqa", "gpqa", "clipping", "main"): -0.5}
+    second = {key: value + 2.0 for key, value in first.items()}
+    for values in (first, second):
+        parent, view = log_study_report(spec.name, uri, [], _contribution_metrics(values))
+    assert view == components_view_path(tracker.experiment_id)
+    client = tracker.client
+    found = client.search_runs([tracker.experiment_id],
+                               filter_string="tags.`unisd.run_kind` = 'contribution'")
+    assert sorted(run.data.tags[COMPONENT_TAG] for run in found) == ["clipping", "ema"]
+    for run in found:
+        component = run.data.tags[COMPONENT_TAG]
+        key = ("tiny-qwen2", "scienceqa", "gpqa", component, "main")
+        assert run.data.metrics == {"main_effect/tiny-qwen2/scienceqa/gpqa": second[key]}
+        history = client.get_metric_history(run.info.run_id,
+                                             "main_effect/tiny-qwen2/scienceqa/gpqa")
+        assert [(m.step, m.value) for m in history] == [(0, first[key]), (1, second[key])]
+        assert run.data.tags["unisd.parent_run"] == parent
+        assert "mlflow.parentRunId" not in run.data.tags  # listed and charted as itself
+        assert run.info.run_name.endswith(" · contribution")
+    assert not any(name.startswith("contribution") for name in
+                   client.get_run(parent).data.metrics)  # one bar per chart there
+    experiment = client.get_experiment(tracker.experiment_id)
+    stored = json.loads(experiment.tags[SHARED_VIEW_PREFIX + COMPONENTS_VIEW_KEY])
+    assert stored["searchFilter"] == "tags.`unisd.run_kind` = 'contribution'"
+    arms = client.search_runs([tracker.experiment_id],
+                              filter_string="tags.`unisd.study_parent` = 'false'")
+    assert sorted(run.info.run_id for run in arms) == sorted(run_ids)
+    recipe = client.search_runs([tracker.experiment_id],
+                                filter_string="tags.`unisd.study_parent` != 'true'")
+    assert sorted(run.info.run_id for run in recipe) == sorted(run_ids)
+    scores, _ = load_study_records(spec.name, uri)
+    assert len(scores) > 0 and set(scores["run_id"]) <= set(run_ids)
