@@ -6,8 +6,8 @@
   cannot slip between two looks at the ledger);
 - the MLflow server restarted (:func:`restart_mlflow_later`): SIGKILLed (a crash, so requests in
   flight break too), kept down at least ``down_s`` and until a record step has started during
-  the outage (so the driver's writes certainly meet it), then started again on the same port,
-  database and artifact folder;
+  the outage (so the driver's writes certainly meet it; at most 120 s), then started again on
+  the same port, database and artifact folder;
 - the driver killed (:func:`kill_driver_later`): the driver process of the Ray job SIGKILLed
   (no chance to clean up: state files, MLflow runs and Ray tasks as a crash leaves them); the
   simulation then submits the same driver again.
@@ -105,7 +105,7 @@ def restart_mlflow_later(started: dict, work_dir: Path, output: Path, after_s: f
         port = int(started["tracking_uri"].rsplit(":", 1)[1])
         sink["killed_at"] = time.time()
         started["mlflow"].stop(first=signal.SIGKILL, grace_s=5)
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + max(down_s, 120)  # no record left to start: give up
         time.sleep(down_s)
         while time.monotonic() < deadline and not _record_started_since(output,
                                                                         sink["killed_at"]):
@@ -143,10 +143,12 @@ def mlflow_fault_counts(fault: dict, output: Path, job_logs: list[Path]) -> dict
             "down_s": (fault["back_at"] - fault["killed_at"]) if "back_at" in fault else None,
             "driver_requests_retried": driver_retries,
             "worker_requests_retried_by_kind": dict(step_retries),
-            # the runner's own retries (a failed attempt); Ray's restarts after a lost worker
-            # are in the history too, marked retried_by: ray (a node fault, not this one)
+            # the runner's own retries (a failed attempt: "attempt" and "error"); Ray's restarts
+            # after a lost worker are marked retried_by: ray (a node fault, not this one), and
+            # a resubmitted driver's note of an interrupted step has "status" instead
             "steps_retried_by_runner": sorted(s["step_id"] for s in states if any(
-                "retried_by" not in entry for entry in s.get("history") or [])),
+                "attempt" in entry and "retried_by" not in entry
+                for entry in s.get("history") or [])),
             "steps_restarted_by_ray": sorted(s["step_id"] for s in states if any(
                 entry.get("retried_by") == "ray" for entry in s.get("history") or [])),
             "steps_failed": sorted(s["step_id"] for s in states if s.get("status") == "failed")}

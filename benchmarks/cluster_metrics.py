@@ -91,9 +91,30 @@ def step_metrics(output: Path, events: list[dict], total_gpus: float) -> dict[st
         "overhead_gpu_slot_s_per_step": ((total_gpus * span - work) / len(planned)
                                          if planned and span else None),
         "plan": durations["plan"], "time_scale": durations["time_scale"],
+        "plan_check": _plan_check(durations, ends, step_of, planned),
         "first_body_start": min((e["time"] for e in starts), default=None),
         "nodes_used": dict(Counter(e["node"] for e in ends)),
     }
+
+
+def _plan_check(durations: dict, ends: list[dict], step_of: dict, planned: dict) -> dict:
+    """The plan's GPU hours against what the run scheduled: the planned sleep of every step
+    that completed (each once, as the stand-in recorded it) times its GPUs, over time_scale."""
+    scale = durations["time_scale"]
+    once: dict[str, float] = {}
+    for end in ends:
+        step_id = step_of.get(end["step_id"])
+        if step_id in planned and step_id not in once:
+            once[step_id] = end["seconds"] * planned[step_id]["num_gpus"]
+    by_kind: dict[str, float] = {}
+    for step_id, gpu_s in once.items():
+        kind = planned[step_id]["kind"]
+        by_kind[kind] = by_kind.get(kind, 0.0) + (gpu_s / scale / 3600 if scale else 0.0)
+    scheduled = sum(by_kind.values())
+    plan_hours = durations["plan"]["gpu_seconds"] / 3600
+    return {"plan_gpu_hours": plan_hours, "scheduled_gpu_hours": scheduled,
+            "scheduled_by_kind": by_kind,
+            "relative_difference": (scheduled - plan_hours) / plan_hours if plan_hours else None}
 
 
 def _gpu_seconds(starts: list[dict], ends: list[dict], step_of: dict, planned: dict) -> float:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -75,6 +76,11 @@ def run_driver(args: argparse.Namespace) -> int:
     from pipelines.runner import run_study
 
     output = Path(args.output_dir)
+    # urllib3 (under MLflow's client) says "Retrying (...)" for each retried request, but only to
+    # its own logger, which has a NullHandler: send it to the job log, where the faults count it
+    retries = logging.getLogger("urllib3.connectionpool")
+    retries.addHandler(logging.StreamHandler(sys.stderr))
+    retries.setLevel(logging.WARNING)
     functions = JobFunctions(load_records=standins.standin_records,
                              prepare_caches=standins.standin_prepare,
                              train=standins.standin_train, evaluate=standins.standin_evaluate)

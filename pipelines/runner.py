@@ -165,7 +165,8 @@ class _StudyRun:
             state.history = [*previous.history, {"status": previous.status,
                                                  "error": previous.error}]
             state.adjustments = previous.adjustments
-        self.store.save(state, durable=False)  # not done: lost in a crash, it runs again anyway
+        if self.store.path(step.step_id).exists():  # without a file a step reads as pending
+            self.store.save(state, durable=False)  # lost in a crash: it runs again anyway
         return state
 
     # ---- the loop ----------------------------------------------------------------------------

@@ -44,6 +44,9 @@ def assert_nothing_lost_or_duplicated(metrics: dict) -> None:
     assert (plan_jobs["prepare"], plan_jobs["base-eval"], plan_jobs["train"],
             plan_jobs["evaluate"]) == tuple(planned.get(kind, 0) for kind in (
                 "prepare", "base_eval", "train", "evaluate"))
+    # and its GPU hours are what the run scheduled: two sums of the same ~50 positive terms in
+    # different orders differ by at most ~50 * 2**-52 relative; 1e-9 leaves room, not slack
+    assert abs(steps["plan_check"]["relative_difference"]) < 1e-9
     assert metrics["mlflow"]["server_errors_5xx"] == 0
 
 

@@ -20,7 +20,7 @@ from benchmarks import cluster_services
 from pipelines.cells import CellSpec, EvalSettings
 from pipelines.graph import cell_tags
 from pipelines.mlflow_adapter import MlflowMetricsSink, StudyTracker
-from unisd_core.config import TrainConfig
+from unisd_core.config import ComponentsConfig, EmaConfig, TrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,10 @@ def test_calls_wait_for_a_restarted_server_then_fail_clearly_when_it_stays_down(
     first, uri = cluster_services.start_mlflow(backend, artifacts, log, workers=1)
     servers = [first]
     try:
-        cell = CellSpec(name="c", method="unisd", subset="none", model="tiny-qwen2",
-                        train=TrainConfig(model="tiny-qwen2"), training_set="scienceqa",
+        cell = CellSpec(name="c", method="unisd", subset="ema", model="tiny-qwen2",
+                        train=TrainConfig(model="tiny-qwen2",
+                                          components=ComponentsConfig(ema=EmaConfig())),
+                        training_set="scienceqa",
                         benchmarks=("scienceqa",), eval=EvalSettings(limit=2))
         tracker = StudyTracker("restart", uri)
         run_id = tracker.ensure_cell_run(cell.model_dump(mode="json"), cell_tags(cell))
