@@ -39,7 +39,7 @@ from mlflow.tracking import MlflowClient
 
 from pipelines import mlflow_layout as layout
 from pipelines import mlflow_study
-from pipelines.mlflow_calls import DATASET_RACE, LOCKED, with_retries
+from pipelines.mlflow_calls import DATASET_RACE, LOCKED, RetryingClient, with_retries
 from pipelines.mlflow_calls import MlflowMetricsSink  # noqa: F401 - re-exported (workers)
 from pipelines.mlflow_layout import ARM_TAG, MEAN_SCORE, PARENT_TAG
 from unisd_core.config import COMPONENT_NAMES
@@ -79,7 +79,7 @@ class StudyTracker:
     """Driver-side view of one study's experiment; every method is idempotent."""
 
     def __init__(self, study_name: str, tracking_uri: str, artifact_root: str | None = None):
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
         self.tracking_uri = tracking_uri
         self.study_name = study_name
         # run id -> its tags as ensure_cell_run just saw them (ownership.claim_run reads them

@@ -7,9 +7,10 @@ on a refused or broken connection and on 429/500/502/503/504, with exponential b
 (``F`` = ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``, default 2; each sleep at most 120 s, plus up to
 ``MLFLOW_HTTP_REQUEST_BACKOFF_JITTER`` s), i.e. about 4 minutes in all by default: a server
 restart costs the steps nothing. Adding our own loop on top would multiply that budget, so
-:func:`with_retries` retries only what MLflow's transport does not: SQLite's ``database is
-locked`` (its writers serialise). After the last retry :func:`tracking_failure` says which
-server, what was being done, and which variables set the budget.
+:class:`RetryingClient` retries only what MLflow's client does not: a response cut off mid-body
+(the server killed while answering) and SQLite's ``database is locked`` (its writers
+serialise). After the last retry :func:`tracking_failure` says which server, what was being
+done, and which variables set the budget.
 
 The sink flushes every ``batch_size`` metrics (at most MLflow's 1000 per request) or when
 ``flush_every_s`` seconds have passed since its last flush, whichever comes first: a long
@@ -36,6 +37,11 @@ LOCKED = ("database is locked",)
 # 2026-12-03); the failed transaction left nothing, and again it finds the dataset there.
 DATASET_RACE = ("duplicate key value violates unique constraint",
                 "UNIQUE constraint failed: datasets")
+# A response cut off mid-body (the server killed while answering): urllib3 retries a refused or
+# reset connection, but the body is read after it returned, so MLflow's client raises at once
+# ("Connection broken: IncompleteRead", seen when the cluster simulation SIGKILLed the server).
+CUT_OFF = ("Connection broken", "IncompleteRead", "Connection aborted", "RemoteDisconnected",
+           "ChunkedEncodingError")
 BACKOFF_CAP_S = 120.0  # urllib3's cap on one backoff sleep
 
 
@@ -68,7 +74,8 @@ def tracking_failure(error: BaseException, tracking_uri: str, what: str) -> str:
 def unreachable(error: BaseException) -> bool:
     """Whether MLflow's client gave up on the server (no answer, or 5xx) after its retries."""
     text = str(error)
-    return ("Max retries exceeded" in text or "Connection" in type(error).__name__
+    return (any(cut in text for cut in CUT_OFF) or "Max retries exceeded" in text
+            or "Connection" in type(error).__name__
             or "ConnectionError" in text or re.search(r"error code 5\d\d", text) is not None)
 
 
@@ -87,6 +94,27 @@ def with_retries(action: Callable[[], Any], attempts: int = LOCKED_ATTEMPTS,
     raise AssertionError("unreachable")
 
 
+class RetryingClient:
+    """An ``MlflowClient`` whose every call is sent again (up to ``attempts`` times, backoff
+    0.2 s doubling) after an error MLflow's client does not retry itself: a response cut off
+    mid-body, SQLite's ``database is locked``. What a repeated call does: params, tags,
+    artifacts and run status overwrite themselves; a metric may get a second point at the same
+    step; a repeated ``create_run`` leaves a twin the adapter deletes."""
+
+    def __init__(self, client: MlflowClient, attempts: int = LOCKED_ATTEMPTS):
+        self._client, self._attempts = client, attempts
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return with_retries(lambda: value(*args, **kwargs), self._attempts,
+                                (*LOCKED, *CUT_OFF))
+        return call
+
+
 class MlflowMetricsSink:
     """``MetricsSink`` that logs training step metrics to one run, in batches (worker side).
 
@@ -98,7 +126,7 @@ class MlflowMetricsSink:
 
     def __init__(self, tracking_uri: str, run_id: str, *, batch_size: int = 1000,
                  flush_every_s: float = 10.0, prefix: str = "train/"):
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.batch_size = min(batch_size, 1000)
@@ -136,6 +164,6 @@ class MlflowMetricsSink:
 
     def _call(self, what: str, action: Callable[[], Any]) -> Any:
         try:
-            return with_retries(action)
+            return action()
         except Exception as error:
             raise RuntimeError(tracking_failure(error, self.tracking_uri, what)) from error

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from mlflow.exceptions import MlflowException
 
-from pipelines.mlflow_calls import (DATASET_RACE, LOCKED, retry_budget_s, tracking_failure,
-                                    with_retries)
+from pipelines.mlflow_calls import (DATASET_RACE, LOCKED, RetryingClient, retry_budget_s,
+                                    tracking_failure, with_retries)
 
 
 @pytest.mark.parametrize(("retries", "factor", "sleeps"), [
@@ -67,3 +67,41 @@ def test_failure_message_tells_an_outage_from_an_answered_error(monkeypatch):
         f"MLflow tracking server {uri}: recording the cell failed: "
         "MlflowException: BAD_REQUEST: bad parameter")
     assert "retries" not in tracking_failure(answered, "sqlite:////tmp/m.db", "x")
+
+
+class Answers:
+    """Stands in for MlflowClient's transport only: each call pops the next outcome."""
+
+    tracking_uri = "http://127.0.0.1:5999"
+
+    def __init__(self, *outcomes):
+        self.outcomes, self.calls = list(outcomes), 0
+
+    def set_tag(self, run_id, key, value):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def test_retrying_client_sends_a_cut_off_call_again_and_nothing_else(monkeypatch):
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    cut = MlflowException("API request to http://127.0.0.1:5999/api/2.0/mlflow/runs/set-tag "
+                          "failed with exception ('Connection broken: IncompleteRead(0 bytes "
+                          "read, 2 more expected)')")
+    inner = Answers(cut, "ok")
+    client = RetryingClient(inner)
+    assert client.set_tag("r", "k", "v") == "ok" and inner.calls == 2
+    assert client.tracking_uri == inner.tracking_uri  # attributes pass through
+    refused = MlflowException("API request failed with exception HTTPConnectionPool(host="
+                              "'127.0.0.1', port=5999): Max retries exceeded with url")
+    inner = Answers(refused, "ok")
+    with pytest.raises(MlflowException, match="Max retries exceeded"):
+        RetryingClient(inner).set_tag("r", "k", "v")  # MLflow's client retried it already
+    assert inner.calls == 1
+    inner = Answers(*[cut] * 9)
+    with pytest.raises(MlflowException, match="Connection broken"):
+        RetryingClient(inner, attempts=3).set_tag("r", "k", "v")
+    assert inner.calls == 3
+    assert "after 7 retries" in tracking_failure(cut, inner.tracking_uri, "x")
