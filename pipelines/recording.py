@@ -52,13 +52,23 @@ class TrackingPool:
     """A bounded thread pool whose finished tasks are handed back to the loop's thread.
 
     ``submit(function, *args, on_done=callback)``: ``callback(future)`` runs inside
-    :meth:`collect`, on the caller's thread, never on a pool thread. Tasks start in submission
-    order, so a task may wait on the future of one submitted before it without deadlock.
+    :meth:`collect`, on the caller's thread, never on a pool thread. Two lanes: ``runs`` (cell
+    runs made) and ``records`` (writes into runs), half the threads each, so records do not
+    queue behind the hundreds of run creations a finished prepare step makes ready; with one
+    thread (SQLite) both share it. Within a lane tasks start in submission order; a records task
+    may wait on a run's future (runs never wait), so no lane can deadlock.
     """
 
     def __init__(self, threads: int):
         self.threads = threads
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="unisd-tracking")
+        if threads == 1:
+            shared = ThreadPoolExecutor(1, thread_name_prefix="unisd-tracking")
+            self.lanes = {"runs": shared, "records": shared}
+        else:
+            self.lanes = {
+                "runs": ThreadPoolExecutor(threads // 2, thread_name_prefix="unisd-runs"),
+                "records": ThreadPoolExecutor(threads - threads // 2,
+                                              thread_name_prefix="unisd-records")}
         self.pending: dict[Future, Callable[[Future], None]] = {}
         self._finished: collections.deque[Future] = collections.deque()
         self._signal = threading.Event()
@@ -68,8 +78,8 @@ class TrackingPool:
         return bool(self.pending)
 
     def submit(self, function: Callable[..., Any], *args: Any,
-               on_done: Callable[[Future], None] | None = None) -> Future:
-        future = self.executor.submit(function, *args)
+               on_done: Callable[[Future], None] | None = None, lane: str = "records") -> Future:
+        future = self.lanes[lane].submit(function, *args)
         self.pending[future] = on_done or _ignore
         future.add_done_callback(self._arrived)
         return future
@@ -95,7 +105,8 @@ class TrackingPool:
     def close(self, *, wait: bool = True) -> None:
         """Stop taking work; ``wait=False`` cancels what has not started (running tasks end on
         their own: a thread cannot be stopped)."""
-        self.executor.shutdown(wait=wait, cancel_futures=not wait)
+        for executor in {id(e): e for e in self.lanes.values()}.values():
+            executor.shutdown(wait=wait, cancel_futures=not wait)
 
 
 def _ignore(future: Future) -> None:
@@ -132,7 +143,7 @@ class CellRuns:
             if cell_name in self.run_ids:
                 self.futures[key] = done_future(self.run_ids[cell_name])
             else:
-                self.futures[key] = self.pool.submit(self._create, cell_name,
+                self.futures[key] = self.pool.submit(self._create, cell_name, lane="runs",
                                                      on_done=lambda f: self._known(key, f))
         return self.futures[key]
 

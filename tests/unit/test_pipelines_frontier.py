@@ -94,6 +94,19 @@ def test_pool_hands_results_back_on_the_callers_thread_in_order() -> None:
     assert seen == [(1, threading.get_ident()), (2, threading.get_ident())]
 
 
+def test_records_do_not_queue_behind_run_creations() -> None:
+    pool = TrackingPool(2)  # one thread per lane
+    release = threading.Event()
+    runs = [pool.submit(release.wait, 30, lane="runs") for _ in range(5)]
+    record = pool.submit(lambda: "recorded")  # the records lane is free
+    assert record.result(timeout=30) == "recorded"
+    assert not any(run.done() for run in runs)
+    release.set()
+    while pool.busy:
+        pool.collect(1.0)
+    pool.close()
+
+
 def test_pool_close_without_waiting_cancels_what_has_not_started() -> None:
     pool = TrackingPool(1)
     started, release = threading.Event(), threading.Event()
