@@ -22,7 +22,7 @@ JSON object (also written to ``--out``):
 - MLflow: requests by route and status from the server's access log, 4xx and 5xx separately
   (failed record steps show as failed cells of the driver), requests per second over the job;
 - store size: database (and, on PostgreSQL, its row counts) plus the artifact folder;
-- ``unisd report`` over the resulting store (200 bootstrap replicates, plots on, not attached):
+- ``unisd report`` over the resulting store (plots on, not attached; the study folder given):
   wall time and peak RSS (``wait4``);
 - correctness: runs per run key (must be exactly 1), lost and duplicated cells, stand-in
   completions per planned step (each exactly once without faults), the plan's job counts
@@ -211,7 +211,7 @@ def run_report(started: dict, work: Path) -> dict:
     """``unisd report`` over the store as a user runs it; wall time and peak RSS via wait4."""
     unisd = str(Path(sys.executable).parent / "unisd")
     command = [unisd, "report", str(STUDY), "--tracking-uri", started["tracking_uri"], "--out",
-               str(work / "report"), "--no-attach", "--replicates", "200"]
+               str(work / "report"), "--no-attach", "--output-dir", str(work / "study")]
     began = time.time()
     with (work / "report.log").open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
