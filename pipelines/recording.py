@@ -4,9 +4,10 @@ At thousands of cells the driver's serial MLflow work (a cell's run created when
 launched; the record step's items, logs, scores, tags and close) cost 0.4 to 2.5 s a cell on the
 cluster simulation (benchmarks/RESULTS.md 6): 20 minutes to 2 hours of a 2,688-cell grid during
 which no other step was launched or collected. Here that work runs on a bounded pool of threads
-(``UNISD_TRACKING_THREADS``; default 4 for a tracking server, 1 for SQLite, whose writers
-serialise). The scheduling loop submits work and collects what finished; every change of the
-driver's state (the step states, their files) stays on the loop's thread.
+(``UNISD_TRACKING_THREADS`` record threads and half as many making runs; default 4 for a
+tracking server, 1 shared for SQLite, whose writers serialise). The scheduling loop submits work
+and collects what finished; every change of the driver's state (the step states, their files)
+stays on the loop's thread.
 
 Exactly once: a cell's run is created by one task per run key (cells of the same key share its
 future, and a record or a failure mark waits on it); a record step is ``running`` while its task
@@ -52,11 +53,13 @@ class TrackingPool:
     """A bounded thread pool whose finished tasks are handed back to the loop's thread.
 
     ``submit(function, *args, on_done=callback)``: ``callback(future)`` runs inside
-    :meth:`collect`, on the caller's thread, never on a pool thread. Two lanes: ``runs`` (cell
-    runs made) and ``records`` (writes into runs), half the threads each, so records do not
-    queue behind the hundreds of run creations a finished prepare step makes ready; with one
-    thread (SQLite) both share it. Within a lane tasks start in submission order; a records task
-    may wait on a run's future (runs never wait), so no lane can deadlock.
+    :meth:`collect`, on the caller's thread, never on a pool thread. Two lanes: ``records``
+    (writes into runs) with ``threads`` threads and ``runs`` (cell runs made) with half as many,
+    so records do not queue behind the hundreds of run creations a finished prepare step makes
+    ready (a 168-cell simulation: no record done 100 s in) and keep the throughput of a shared
+    pool (split 2 + 2, records waited 5x longer at 672 cells: benchmarks/RESULTS.md 6b); with
+    one thread (SQLite) both share it. Within a lane tasks start in submission order; a records
+    task may wait on a run's future (runs never wait), so no lane can deadlock.
     """
 
     def __init__(self, threads: int):
@@ -66,9 +69,8 @@ class TrackingPool:
             self.lanes = {"runs": shared, "records": shared}
         else:
             self.lanes = {
-                "runs": ThreadPoolExecutor(threads // 2, thread_name_prefix="unisd-runs"),
-                "records": ThreadPoolExecutor(threads - threads // 2,
-                                              thread_name_prefix="unisd-records")}
+                "runs": ThreadPoolExecutor(max(1, threads // 2), thread_name_prefix="unisd-runs"),
+                "records": ThreadPoolExecutor(threads, thread_name_prefix="unisd-records")}
         self.pending: dict[Future, Callable[[Future], None]] = {}
         self._finished: collections.deque[Future] = collections.deque()
         self._signal = threading.Event()

@@ -95,7 +95,7 @@ def test_pool_hands_results_back_on_the_callers_thread_in_order() -> None:
 
 
 def test_records_do_not_queue_behind_run_creations() -> None:
-    pool = TrackingPool(2)  # one thread per lane
+    pool = TrackingPool(2)  # 2 record threads, 1 making runs
     release = threading.Event()
     runs = [pool.submit(release.wait, 30, lane="runs") for _ in range(5)]
     record = pool.submit(lambda: "recorded")  # the records lane is free
