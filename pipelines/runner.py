@@ -215,7 +215,7 @@ class _StudyRun:
         self.runs.arrived = []
         for step_id in self.frontier.ready(self.states):
             step, state = self.graph.steps[step_id], self.states[step_id]
-            if step.kind == "train" and not self._run_ready(step, state):
+            if step.kind in ("train", "record") and not self._run_ready(step, state):
                 continue  # waits for its run (looked at again when it exists), or failed
             state.attempts += 1
             queued = "running" if step.kind == "record" else "queued"
@@ -234,8 +234,10 @@ class _StudyRun:
                 num_gpus=step.resources.num_gpus, memory_gb=step.resources.memory_gb)
 
     def _run_ready(self, step: Step, state: StepState) -> bool:
-        """A train step needs its cell's run (the worker logs metrics into it) before launch;
-        a run that could not be made fails the step before its state changes."""
+        """A train step needs its cell's run (the worker logs metrics into it) before launch,
+        a record step before it takes a record thread (which would otherwise wait, idle, for a
+        base cell's run queued behind other run creations); a run that could not be made fails
+        the step before its state changes."""
         future = self.runs.future(step.cells[0])
         if not future.done():
             self.runs.wait_for(step.cells[0], step.step_id)
@@ -360,20 +362,18 @@ class _StudyRun:
             self._finish(self.states[step.step_id], "failed",
                          error=f"recording failed: {type(error).__name__}: {error}"[:2000])
             return
-        run = self.runs.future(step.cells[0])
+        run_id = self.runs.future(step.cells[0]).result()  # made already (_run_ready)
         self.recording.add(step.step_id)
-        self.tracking.submit(lambda: write_record(self.tracker, run.result(), inputs),
-                             on_done=lambda future: self._recorded(step.step_id, run, future))
+        self.tracking.submit(lambda: write_record(self.tracker, run_id, inputs),
+                             on_done=lambda future: self._recorded(step.step_id, future))
 
-    def _recorded(self, step_id: str, run: Future, future: Future) -> None:
+    def _recorded(self, step_id: str, future: Future) -> None:
         self.recording.discard(step_id)
         state = self.states[step_id]
         if future.cancelled():
             self._finish(state, "interrupted", error="cancelled by Ctrl-C")
         elif future.exception() is not None:
-            what = ("creating the cell's run" if run.done() and run.exception() is not None
-                    else "recording the cell")
-            message = self.runs.failure(future, what)
+            message = self.runs.failure(future, "recording the cell")
             self._finish(state, "failed", error=f"recording failed: {message}"[:2000])
         else:
             state.result = future.result()
