@@ -11,10 +11,10 @@ stays on the loop's thread.
 
 Exactly once: a cell's run is created by one task per run key (cells of the same key share its
 future; a train or record step is launched once it is there, a failure mark waits on it); a
-record step is ``running`` while its task
-is in flight, so it is never taken up twice; a driver killed mid-record leaves it ``running`` on
-disk, so the next driver records it again into the same run (found by run key: tags and
-artifacts are overwritten, a score gets a second point at the same step).
+record step is ``running`` while its task is in flight, so it is never taken up twice; a driver
+killed mid-record leaves it ``running`` on disk, so the next driver records it again into the
+same run (found by run key: tags and artifacts are overwritten, a score gets a second point at
+the same step).
 
 Departures from the paper: none.
 """
