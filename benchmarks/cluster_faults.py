@@ -5,9 +5,9 @@
   body runs there (train stand-ins that start on node1 hold there until the kill, so a short body
   cannot slip between two looks at the ledger);
 - the MLflow server restarted (:func:`restart_mlflow_later`): SIGKILLed (a crash, so requests in
-  flight break too), kept down at least ``down_s`` and until a record step has started during
-  the outage (so the driver's writes certainly meet it; at most 120 s), then started again on
-  the same port, database and artifact folder;
+  flight break too), kept down at least ``down_s`` and until the driver's calls met the outage
+  (a retry in its log, or a record step started meanwhile; at most 120 s), then started again
+  on the same port, database and artifact folder;
 - the driver killed (:func:`kill_driver_later`): the driver process of the Ray job SIGKILLed
   (no chance to clean up: state files, MLflow runs and Ray tasks as a crash leaves them); the
   simulation then submits the same driver again.
@@ -105,10 +105,10 @@ def restart_mlflow_later(started: dict, work_dir: Path, output: Path, after_s: f
         port = int(started["tracking_uri"].rsplit(":", 1)[1])
         sink["killed_at"] = time.time()
         started["mlflow"].stop(first=signal.SIGKILL, grace_s=5)
-        deadline = time.monotonic() + max(down_s, 120)  # no record left to start: give up
+        deadline = time.monotonic() + max(down_s, 120)  # nothing left to call: give up
         time.sleep(down_s)
-        while time.monotonic() < deadline and not _record_started_since(output,
-                                                                        sink["killed_at"]):
+        met = _OutageMet(work_dir / "job.log", output, sink["killed_at"])
+        while time.monotonic() < deadline and not met():
             time.sleep(0.2)
         sink["restarting_at"] = time.time()
         started["mlflow"], _ = services.start_mlflow(
@@ -117,15 +117,30 @@ def restart_mlflow_later(started: dict, work_dir: Path, output: Path, after_s: f
     return _in_thread(work)
 
 
-def _record_started_since(output: Path, since: float) -> bool:
-    for path in (output / "state").glob("record-*.json"):
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # being replaced
-        if (state.get("started_at") or 0) > since:
-            return True
-    return False
+class _OutageMet:
+    """Whether the driver's calls met the outage: a retry line in its job log (read on from
+    where the last look stopped), or a record step started since the kill."""
+
+    def __init__(self, job_log: Path, output: Path, since: float):
+        self.job_log, self.output, self.since, self.offset = job_log, output, since, 0
+
+    def __call__(self) -> bool:
+        if self.job_log.exists():
+            with self.job_log.open("rb") as handle:
+                handle.seek(self.offset)
+                fresh = handle.read().decode("utf-8", errors="replace")
+            cut = fresh.rfind("\n") + 1  # whole lines only; the rest is read next time
+            self.offset += len(fresh[:cut].encode("utf-8", errors="replace"))
+            if RETRY_LINE.search(fresh[:cut]):
+                return True
+        for path in (self.output / "state").glob("record-*.json"):
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced
+            if (state.get("started_at") or 0) > self.since:
+                return True
+        return False
 
 
 def mlflow_fault_counts(fault: dict, output: Path, job_logs: list[Path]) -> dict:

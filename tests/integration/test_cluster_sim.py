@@ -55,7 +55,7 @@ def test_small_grid_on_two_nodes_with_postgres_survives_a_killed_node_and_server
     """One cluster start for all checks (it costs ~45 s here): node1's processes are SIGKILLed
     while a train body runs there; every body that died must complete on node2, every other
     planned step exactly once, and MLflow must hold exactly one run per run key. The tracking
-    server is SIGKILLed too and kept down until a record step started meanwhile, then started
+    server is SIGKILLed too and kept down until the driver's calls met the outage, then started
     again: requests are retried, and no step fails or runs again for it."""
     metrics = simulate(tmp_path, "postgres", "--kill-node-after", "1",
                        "--restart-mlflow-after", "2", "--mlflow-down-s", "3")
