@@ -38,6 +38,8 @@ from pipelines.repair import damaged_json
 from pipelines.state import StepState
 
 THREADS_VARIABLE = "UNISD_TRACKING_THREADS"
+# errors raised by the tracking client and its transport (others are the record's own)
+TRACKING_MODULES = frozenset({"mlflow", "requests", "urllib3", "sqlalchemy", "http", "socket"})
 SERVER_THREADS = 4
 
 
@@ -173,6 +175,9 @@ class CellRuns:
         error = future.exception()
         if isinstance(error, ownership.ForeignRunError):
             return str(error)
+        if (type(error).__module__.split(".")[0] not in TRACKING_MODULES
+                and not isinstance(error, ConnectionError)):  # e.g. damaged results
+            return f"{type(error).__name__}: {error}"
         return tracking_failure(error, self.tracker.tracking_uri, what)
 
 
