@@ -53,6 +53,17 @@ def step_metrics(output: Path, events: list[dict], total_gpus: float) -> dict[st
             latency.append(max(e["time"] for e in mine) - state["started_at"])
         if done and state.get("finished_at"):
             lag.append(state["finished_at"] - max(e["time"] for e in done))
+    records = [state for step_id, state in states.items()
+               if durations["steps"][step_id]["kind"] == "record"
+               and state.get("started_at") and state.get("finished_at")]
+    train_launches = sorted(state["started_at"] for step_id, state in states.items()
+                            if durations["steps"][step_id]["kind"] == "train"
+                            and state.get("started_at"))
+    begun = {(e["step_id"], e["pid"]): e for e in starts}
+    # a train body's time beyond its planned sleep: its training-metric logging to MLflow
+    train_extra = [end["time"] - begun[(end["step_id"], end["pid"])]["time"] - end["seconds"]
+                   for end in ends if end["kind"] == "train"
+                   and (end["step_id"], end["pid"]) in begun]
     work = _gpu_seconds(starts, ends, step_of, planned)
     span = (max(e["time"] for e in ends) - min(e["time"] for e in starts)) if ends else 0.0
     return {
@@ -65,6 +76,14 @@ def step_metrics(output: Path, events: list[dict], total_gpus: float) -> dict[st
         # launched = submitted to Ray by the driver; includes waiting in Ray's queue for a GPU
         "launch_to_body_start_s": _quantiles(latency),
         "body_end_to_driver_done_s": _quantiles(lag),
+        # the record step: from the driver taking it up to its MLflow writes done
+        "record_step_s": _quantiles([s["finished_at"] - s["started_at"] for s in records]),
+        "record_steps_total_s": sum(s["finished_at"] - s["started_at"] for s in records),
+        "train_launch_gaps_s": _quantiles([b - a for a, b in zip(train_launches,
+                                                                 train_launches[1:])]),
+        "train_body_beyond_plan_s": _quantiles(train_extra),
+        "train_launch_span_s": (train_launches[-1] - train_launches[0]
+                                if len(train_launches) > 1 else 0.0),
         "gpu_seconds_of_work": work, "work_span_s": span,
         "packing_efficiency": work / (total_gpus * span) if span else None,
         # GPU-slot seconds each step costs beyond its own work (Ray dispatch, worker start,
@@ -72,9 +91,30 @@ def step_metrics(output: Path, events: list[dict], total_gpus: float) -> dict[st
         "overhead_gpu_slot_s_per_step": ((total_gpus * span - work) / len(planned)
                                          if planned and span else None),
         "plan": durations["plan"], "time_scale": durations["time_scale"],
+        "plan_check": _plan_check(durations, ends, step_of, planned),
         "first_body_start": min((e["time"] for e in starts), default=None),
         "nodes_used": dict(Counter(e["node"] for e in ends)),
     }
+
+
+def _plan_check(durations: dict, ends: list[dict], step_of: dict, planned: dict) -> dict:
+    """The plan's GPU hours against what the run scheduled: the planned sleep of every step
+    that completed (each once, as the stand-in recorded it) times its GPUs, over time_scale."""
+    scale = durations["time_scale"]
+    once: dict[str, float] = {}
+    for end in ends:
+        step_id = step_of.get(end["step_id"])
+        if step_id in planned and step_id not in once:
+            once[step_id] = end["seconds"] * planned[step_id]["num_gpus"]
+    by_kind: dict[str, float] = {}
+    for step_id, gpu_s in once.items():
+        kind = planned[step_id]["kind"]
+        by_kind[kind] = by_kind.get(kind, 0.0) + (gpu_s / scale / 3600 if scale else 0.0)
+    scheduled = sum(by_kind.values())
+    plan_hours = durations["plan"]["gpu_seconds"] / 3600
+    return {"plan_gpu_hours": plan_hours, "scheduled_gpu_hours": scheduled,
+            "scheduled_by_kind": by_kind,
+            "relative_difference": (scheduled - plan_hours) / plan_hours if plan_hours else None}
 
 
 def _gpu_seconds(starts: list[dict], ends: list[dict], step_of: dict, planned: dict) -> float:

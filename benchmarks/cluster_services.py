@@ -165,8 +165,10 @@ def start_postgres() -> tuple[Service, str]:
 
 # ---- MLflow ----------------------------------------------------------------------------------
 
-def start_mlflow(backend_uri: str, artifacts: Path, log: Path, workers: int = 2) -> tuple[Service, str]:
-    port = free_port()
+def start_mlflow(backend_uri: str, artifacts: Path, log: Path, workers: int = 2,
+                 port: int | None = None) -> tuple[Service, str]:
+    """The server on ``port`` (default: a free one; a restart passes the old one)."""
+    port = port or free_port()
     artifacts.mkdir(parents=True, exist_ok=True)
     server = start("mlflow", [
         sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,

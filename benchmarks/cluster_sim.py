@@ -1,8 +1,9 @@
-"""Cluster simulation (issue 17, first part): a paper-grid fraction on a multi-node Ray cluster.
+"""Cluster simulation (issue 17): a paper-grid fraction on a multi-node Ray cluster.
 
 Usage: ``python benchmarks/cluster_sim.py [--fraction 1/16|1/4|1] [--nodes 2] [--gpus-per-node 8]
 [--time-scale 1e-4] [--max-cells N] [--item-cap N] [--backend auto|postgres|sqlite]
-[--kill-node-after S] [--out metrics.json] [--keep DIR]``
+[--kill-node-after S] [--restart-mlflow-after S [--mlflow-down-s D]] [--kill-driver-after S]
+[--profile] [--no-report] [--out metrics.json] [--keep DIR]``
 
 On loopback it starts PostgreSQL (else SQLite), an MLflow server on it with a shared artifact
 folder, a Ray head and ``--nodes`` worker nodes advertising logical GPUs
@@ -21,16 +22,19 @@ JSON object (also written to ``--out``):
 - MLflow: requests by route and status from the server's access log, 4xx and 5xx separately
   (failed record steps show as failed cells of the driver), requests per second over the job;
 - store size: database (and, on PostgreSQL, its row counts) plus the artifact folder;
-- ``unisd report`` over the resulting store (200 bootstrap replicates, plots on, not attached):
+- ``unisd report`` over the resulting store (plots on, not attached; the study folder given):
   wall time and peak RSS (``wait4``);
 - correctness: runs per run key (must be exactly 1), lost and duplicated cells, stand-in
   completions per planned step (each exactly once without faults), the plan's job counts
   (``ablations.plan``) against what ran;
-- with ``--kill-node-after S``: node1's process group (raylet, workers, agents) is SIGKILLed at
-  the first moment, S seconds or more after the first step started, when a train body runs
-  there (train stand-ins that start on node1 hold there until the kill, so a short body cannot
-  slip between two looks at the ledger); the bodies that died, whether each completed elsewhere, and bodies completed twice
-  (recomputed) are counted from the ledger.
+- faults (:mod:`benchmarks.cluster_faults`, counted under ``fault``): ``--kill-node-after S``
+  SIGKILLs node1's processes while a train body runs there (bodies that died, completed
+  elsewhere, completed twice); ``--restart-mlflow-after S`` SIGKILLs the tracking server and
+  starts it again (requests MLflow's client retried, steps the runner retried or that failed);
+  ``--kill-driver-after S`` SIGKILLs the driver and submits it again (bodies cut, completed
+  twice, what the second driver ran). Runs per run key are read back in every case;
+- ``--profile``: cProfile of the driver's own thread (``driver.prof``, ``driver_profile.txt``
+  in the study folder; keep it with ``--keep``).
 
 Departures from a real cluster: one machine (the nodes share its 2 cores, disk and memory); the
 GPUs are logical; step bodies sleep; evaluation items can be capped (``--item-cap``) to keep the
@@ -41,28 +45,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import cluster_faults as faults  # noqa: E402
 from benchmarks import cluster_services as services  # noqa: E402
 from benchmarks import cluster_standins as standins  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "studies" / "paper.yaml"
 STUDY_NAME = "paper"
-HOLD_MAX_S = 300.0  # the longest a train stand-in holds on the node to be killed
 
 
 # ---- inside the Ray job: the driver -----------------------------------------------------------
@@ -74,13 +76,27 @@ def run_driver(args: argparse.Namespace) -> int:
     from pipelines.runner import run_study
 
     output = Path(args.output_dir)
+    # urllib3 (under MLflow's client) says "Retrying (...)" for each retried request, but only to
+    # its own logger, which has a NullHandler: send it to the job log, where the faults count it
+    retries = logging.getLogger("urllib3.connectionpool")
+    retries.addHandler(logging.StreamHandler(sys.stderr))
+    retries.setLevel(logging.WARNING)
     functions = JobFunctions(load_records=standins.standin_records,
                              prepare_caches=standins.standin_prepare,
                              train=standins.standin_train, evaluate=standins.standin_evaluate)
     started = time.time()
+    profiler = None
+    if args.profile:  # the driver's own thread only (cProfile does not follow other threads)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     outcome = run_study(load_cells(output / "cells.json"), study_name=STUDY_NAME,
                         output_dir=output, tracking_uri=args.tracking_uri, ray_address="auto",
                         functions=functions, progress=False)
+    if profiler is not None:
+        profiler.disable()
+        _write_profile(profiler, output)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     metrics = {"driver_wall_s": time.time() - started,
                "driver_cpu_s": usage.ru_utime + usage.ru_stime,
@@ -91,6 +107,19 @@ def run_driver(args: argparse.Namespace) -> int:
     (output / "driver_metrics.json").write_text(json.dumps(metrics, indent=1))
     print(f"driver done: ok={outcome.ok} executed={outcome.executed}")
     return 0 if outcome.ok else 1
+
+
+def _write_profile(profiler, output: Path) -> None:
+    """``driver.prof`` (pstats) and the top functions by cumulative time as text."""
+    import io
+    import pstats
+
+    profiler.dump_stats(str(output / "driver.prof"))
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(25)
+    (output / "driver_profile.txt").write_text(text.getvalue())
 
 
 # ---- outside: set up, submit, measure ----------------------------------------------------------
@@ -168,7 +197,8 @@ def _start_tracking(work: Path, args: argparse.Namespace, started: dict) -> None
 def submit_driver(started: dict, output: Path, log: Path) -> tuple[int, float]:
     """``ray job submit`` of the driver; -> (exit status, submit time)."""
     entrypoint = (f"cd {ROOT} && {sys.executable} benchmarks/cluster_sim.py --role driver "
-                  f"--output-dir {output} --tracking-uri {started['tracking_uri']}")
+                  f"--output-dir {output} --tracking-uri {started['tracking_uri']}"
+                  + (" --profile" if started.get("profile") else ""))
     submitted_at = time.time()
     with log.open("w") as stream:
         done = subprocess.run([services._ray(), "job", "submit", "--address",
@@ -177,47 +207,11 @@ def submit_driver(started: dict, output: Path, log: Path) -> tuple[int, float]:
     return done.returncode, submitted_at
 
 
-def kill_node_later(started: dict, output: Path, after_s: float, sink: dict) -> threading.Thread:
-    """SIGKILL node1's process group (raylet, its workers and agents) ``after_s`` seconds or more
-    after the first step's start, at a moment a train body runs there: the train stand-ins hold
-    on node1 (``HOLD_FILE``) until it dies, so the kill cannot miss a short body."""
-    node = started["ray"].nodes[0]
-    (output / standins.HOLD_FILE).write_text(json.dumps({"node": node.name, "max_s": HOLD_MAX_S}))
-
-    def worker() -> None:
-        ledger = output / standins.LEDGER_FILE
-        services.wait_for(lambda: ledger.exists() and ledger.stat().st_size > 0, 1800, "a step")
-        time.sleep(after_s)
-        deadline = time.monotonic() + HOLD_MAX_S
-        while time.monotonic() < deadline and not any(
-                step.startswith("train-") for step in _running_on(output, node.name)):
-            time.sleep(0.05)
-        sink["killed_at"] = time.time()
-        node.stop(first=signal.SIGKILL, grace_s=5)
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    return thread
-
-
-def _running_on(output: Path, node: str) -> set[str]:
-    events = _ledger(output)
-    started = {(e["step_id"], e["pid"]) for e in events if e["event"] == "start" and e["node"] == node}
-    ended = {(e["step_id"], e["pid"]) for e in events if e["event"] == "end"}
-    return {step for step, _ in started - ended}
-
-
-def _ledger(output: Path) -> list[dict]:
-    path = output / standins.LEDGER_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def run_report(started: dict, work: Path) -> dict:
     """``unisd report`` over the store as a user runs it; wall time and peak RSS via wait4."""
     unisd = str(Path(sys.executable).parent / "unisd")
     command = [unisd, "report", str(STUDY), "--tracking-uri", started["tracking_uri"], "--out",
-               str(work / "report"), "--no-attach", "--replicates", "200"]
+               str(work / "report"), "--no-attach", "--output-dir", str(work / "study")]
     began = time.time()
     with (work / "report.log").open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -237,7 +231,7 @@ def simulate(args: argparse.Namespace) -> dict:
     cells = plan_study(output, args.fraction, args.max_cells, args.time_scale)
     write_hub_cache(work / "hf", cells)
     began = time.time()
-    started: dict = {}
+    started: dict = {"profile": args.profile}
     try:
         start_services(work, args, output, started)
     except BaseException:
@@ -249,24 +243,29 @@ def simulate(args: argparse.Namespace) -> dict:
                      "backend_note": started["backend_note"], "work_dir": str(work),
                      "services_start_s": time.time() - began}
     fault: dict = {}
+    threads = _start_faults(args, started, work, output, fault)
     try:
-        if args.kill_node_after is not None:
-            kill_node_later(started, output, args.kill_node_after, fault)
         status, submitted_at = submit_driver(started, output, work / "job.log")
+        if "driver" in fault:  # killed: submit the same driver again, as a user would
+            threads["driver"].join(timeout=60)
+            first_exit = status
+            status, _ = submit_driver(started, output, work / "job2.log")
+            fault["driver"]["first_job_exit"] = first_exit
         finished_at = time.time()
-        events = _ledger(output)
+        for thread in threads.values():
+            thread.join(timeout=600)  # a restart under way finishes before the services stop
+        events = faults.ledger(output)
         steps = measure.step_metrics(output, events, args.nodes * args.gpus_per_node)
         driver_file = output / "driver_metrics.json"
+        driver = json.loads(driver_file.read_text()) if driver_file.exists() else None
         metrics.update(
             job_exit=status, job_wall_s=finished_at - submitted_at,
             submit_to_first_step_s=(steps["first_body_start"] - submitted_at
                                     if steps["first_body_start"] else None),
-            driver=json.loads(driver_file.read_text()) if driver_file.exists() else None,
-            steps=steps, runs=measure.run_key_metrics(started["tracking_uri"], cells),
+            driver=driver, steps=steps, runs=measure.run_key_metrics(started["tracking_uri"], cells),
             mlflow=measure.access_log_metrics(work / "mlflow.log", finished_at - submitted_at),
             store=measure.store_size(started["backend_uri"], work / "artifacts"))
-        if fault:
-            metrics["fault"] = _fault_counts(fault, events)
+        metrics["fault"] = _fault_metrics(fault, events, output, work, driver)
         if args.report:
             metrics["report"] = run_report(started, work)
     finally:
@@ -274,22 +273,39 @@ def simulate(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def _fault_counts(fault: dict, events: list[dict]) -> dict:
-    """Step bodies killed with node1 (a start there with no end from that process), what became
-    of them; bodies that completed more than once (recomputed)."""
-    killed_at = fault["killed_at"]
-    ended = {(e["step_id"], e["pid"]) for e in events if e["event"] == "end"}
-    killed = sorted({e["step_id"] for e in events if e["event"] == "start"
-                     and e["node"] == "node1" and (e["step_id"], e["pid"]) not in ended})
-    finished_elsewhere = {e["step_id"] for e in events if e["event"] == "end"
-                          and e["time"] > killed_at and e["node"] != "node1"}
-    ends = Counter(e["step_id"] for e in events if e["event"] == "end")
-    return {"killed_at": killed_at, "steps_killed_on_node1": killed,
-            "of_which_completed_elsewhere": [s for s in killed if s in finished_elsewhere],
-            "not_completed_elsewhere": [s for s in killed if s not in finished_elsewhere],
-            "recomputed": {s: n for s, n in ends.items() if n > 1},
-            "node1_ends_after_kill": sum(e["event"] == "end" and e["node"] == "node1"
-                                         and e["time"] > killed_at + 1 for e in events)}
+def _start_faults(args: argparse.Namespace, started: dict, work: Path, output: Path,
+                  fault: dict) -> dict:
+    """The fault threads asked for (each fills its own part of ``fault``)."""
+    threads = {}
+    if args.kill_node_after is not None:
+        fault["node"] = {}
+        threads["node"] = faults.kill_node_later(started, output, args.kill_node_after,
+                                                 fault["node"])
+    if args.restart_mlflow_after is not None:
+        fault["mlflow"] = {}
+        threads["mlflow"] = faults.restart_mlflow_later(
+            started, work, output, args.restart_mlflow_after, args.mlflow_down_s, fault["mlflow"])
+    if args.kill_driver_after is not None:
+        fault["driver"] = {}
+        threads["driver"] = faults.kill_driver_later(output, args.kill_driver_after,
+                                                     fault["driver"])
+    return threads
+
+
+def _fault_metrics(fault: dict, events: list[dict], output: Path, work: Path,
+                   driver: dict | None) -> dict:
+    counted = {}
+    if fault.get("node", {}).get("killed_at"):
+        counted["node"] = faults.node_fault_counts(fault["node"], events)
+    if fault.get("mlflow", {}).get("killed_at"):
+        counted["mlflow"] = faults.mlflow_fault_counts(fault["mlflow"], output,
+                                                       [work / "job.log", work / "job2.log"])
+    if fault.get("driver", {}).get("killed_at"):
+        durations = json.loads((output / standins.DURATIONS_FILE).read_text())
+        counted["driver"] = {**faults.driver_fault_counts(fault["driver"], events, durations,
+                                                          driver),
+                             "first_job_exit": fault["driver"].get("first_job_exit")}
+    return counted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -311,6 +327,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kill-node-after", type=float, default=None,
                         help="SIGKILL node1's processes once a train body runs there, at least "
                              "this many seconds after the first step started")
+    parser.add_argument("--restart-mlflow-after", type=float, default=None,
+                        help="SIGKILL the MLflow server this many seconds after the first step "
+                             "started, and start it again (same port and store) after "
+                             "--mlflow-down-s and once a record step has started meanwhile")
+    parser.add_argument("--mlflow-down-s", type=float, default=10.0)
+    parser.add_argument("--kill-driver-after", type=float, default=None,
+                        help="SIGKILL the driver this many seconds after the first step "
+                             "started, then submit it again")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the driver's thread (driver.prof, driver_profile.txt)")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                         help="time `unisd report` over the resulting store")
     parser.add_argument("--out", default=None, help="write the metrics JSON here too")

@@ -175,6 +175,11 @@ def standin_train(config, records, *, output_dir, metrics, caches=None, resume=F
     model_dir = output_dir / "model"
     model_dir.mkdir(exist_ok=True)
     (model_dir / "base_model.txt").write_text(config.model)
+    # a readable config.json, as a saved model has: a resubmitted driver checks the folders of
+    # done train steps whose evaluation is still to run (pipelines.repair), and would otherwise
+    # take the stand-in's folder for a damaged one and train again
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "stand-in",
+                                                       "base_model": config.model}))
     _ledger(output, step_dir.name, "train", "end", seconds=seconds)
     return TrainResult(model_dir=model_dir, steps=steps, status="completed",
                        final_metrics={"loss": 1.0 / steps})

@@ -1,5 +1,6 @@
-"""The MLflow adapter (with its helper :mod:`pipelines.mlflow_study`, the only modules that import
-``mlflow``): study experiment, parent and cell runs, records.
+"""The MLflow adapter (with its helpers :mod:`pipelines.mlflow_study` and
+:mod:`pipelines.mlflow_calls`, the only modules that import ``mlflow``): study experiment, parent
+and cell runs, records.
 
 Layout: one experiment per study (named after it), one parent run per study, one child run per
 cell. A cell run carries the resolved cell config as flattened params, identity and provenance as
@@ -15,7 +16,9 @@ Store: the embedded default is ``sqlite:///<study output>/mlflow.db`` with artif
 ``<study output>/artifacts``; :func:`prepare_store` creates or migrates the database once, in the
 driver, before any worker connects (concurrent first-time migrations corrupt SQLite). Any
 tracking server works by URI. Runs are found by their ``unisd.run_key`` tag, so re-running a
-study reuses runs instead of duplicating them.
+study reuses runs instead of duplicating them. A server's outage is retried by MLflow's client
+(:mod:`pipelines.mlflow_calls`); since it retries a ``create_run`` whose answer was lost too, a
+newly created cell run looks for others of its key and keeps only the oldest.
 
 Departures from the paper: none (the authors log nothing structured).
 """
@@ -36,6 +39,8 @@ from mlflow.tracking import MlflowClient
 
 from pipelines import mlflow_layout as layout
 from pipelines import mlflow_study
+from pipelines.mlflow_calls import DATASET_RACE, LOCKED, RetryingClient, with_retries
+from pipelines.mlflow_calls import MlflowMetricsSink  # noqa: F401 - re-exported (workers)
 from pipelines.mlflow_layout import ARM_TAG, MEAN_SCORE, PARENT_TAG
 from unisd_core.config import COMPONENT_NAMES
 
@@ -74,14 +79,24 @@ class StudyTracker:
     """Driver-side view of one study's experiment; every method is idempotent."""
 
     def __init__(self, study_name: str, tracking_uri: str, artifact_root: str | None = None):
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
         self.tracking_uri = tracking_uri
         self.study_name = study_name
+        # run id -> its tags as ensure_cell_run just saw them (ownership.claim_run reads them
+        # instead of asking the store again)
+        self.tags_seen: dict[str, dict[str, str]] = {}
         experiment = self.client.get_experiment_by_name(study_name)
         if experiment is None:
-            experiment_id = self.client.create_experiment(
-                study_name, artifact_location=artifact_root,
-                tags={layout.EXPERIMENT_KIND_TAG: layout.MODEL_TRAINING_KIND})
+            try:
+                experiment_id = self.client.create_experiment(
+                    study_name, artifact_location=artifact_root,
+                    tags={layout.EXPERIMENT_KIND_TAG: layout.MODEL_TRAINING_KIND})
+            except mlflow.exceptions.MlflowException:
+                # another driver made it, or a retried request did after its answer was lost
+                experiment = self.client.get_experiment_by_name(study_name)
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
             experiment = self.client.get_experiment(experiment_id)
         self.experiment_id = experiment.experiment_id
         self.benchmarks = layout.view_benchmarks(experiment.tags)
@@ -91,9 +106,14 @@ class StudyTracker:
                                            layout.MODEL_TRAINING_KIND)
         self.parent_run_id = self._ensure_parent()
 
-    def _find(self, tag: str, value: str) -> str | None:
+    def _search(self, tag: str, value: str) -> list[Any]:
+        """Active runs with that tag value, oldest first (ties: by run id)."""
         runs = self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.`{tag}` = '{value}'", max_results=5)
+                                       filter_string=f"tags.`{tag}` = '{value}'", max_results=50)
+        return sorted(runs, key=lambda run: (run.info.start_time or 0, run.info.run_id))
+
+    def _find(self, tag: str, value: str) -> str | None:
+        runs = self._search(tag, value)
         return runs[0].info.run_id if runs else None
 
     def _ensure_parent(self) -> str:
@@ -115,9 +135,10 @@ class StudyTracker:
 
     def ensure_cell_run(self, cell_payload: dict[str, Any], tags: dict[str, str]) -> str:
         """The run of a cell (found by run key, else created under the study's parent run)."""
-        found = self._find(RUN_KEY_TAG, tags[RUN_KEY_TAG])
-        if found and self.client.get_run(found).data.params:
-            return found
+        found = self._search(RUN_KEY_TAG, tags[RUN_KEY_TAG])
+        if found and found[0].data.params:
+            self.tags_seen[found[0].info.run_id] = dict(found[0].data.tags)
+            return found[0].info.run_id
         benchmarks = [b for b in tags.get("unisd.benchmarks", "").split(",") if b]
         if not set(benchmarks) <= set(self.benchmarks):
             self.describe(None, benchmarks)
@@ -126,37 +147,60 @@ class StudyTracker:
                                                   tags.get("unisd.cell", ""))}
         # No run yet, or a driver killed right after create_run left one without params:
         # (re)log them; same key, same resolved config, so the values are identical.
-        run_id = found or self.client.create_run(
-            self.experiment_id, run_name=layout.run_name(tags),
-            tags={**tags, **layout.provenance_tags(self.study_name), PARENT_TAG: "false",
-                  "mlflow.parentRunId": self.parent_run_id, "unisd.study": self.study_name,
-                  "unisd.status": "pending"}).info.run_id
+        run_id = found[0].info.run_id if found else self._create_cell_run(tags)
         if not found:
-            self.client.log_inputs(run_id, datasets=_dataset_inputs(cell_payload))
+            datasets = _dataset_inputs(cell_payload)
+            with_retries(lambda: self.client.log_inputs(run_id, datasets=datasets),
+                         transient=(*LOCKED, *DATASET_RACE))
         params = [Param(key, value) for key, value in flatten(cell_payload).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[start:start + 100])
         self.log_json(run_id, cell_payload, "config/cell.json")
+        if not found:  # the tags it was created with (a found run's: read again when claimed)
+            self.tags_seen[run_id] = {**tags, "unisd.study": self.study_name}
         return run_id
+
+    def _create_cell_run(self, tags: dict[str, str]) -> str:
+        """Create the run; if a retried request created a second one, keep the oldest only."""
+        created = self.client.create_run(
+            self.experiment_id, run_name=layout.run_name(tags),
+            tags={**tags, **layout.provenance_tags(self.study_name), PARENT_TAG: "false",
+                  "mlflow.parentRunId": self.parent_run_id, "unisd.study": self.study_name,
+                  "unisd.status": "pending"}).info.run_id
+        runs = self._search(RUN_KEY_TAG, tags[RUN_KEY_TAG])
+        keep = runs[0].info.run_id if runs else created
+        for run in runs[1:]:
+            if not run.data.params:  # never logged to: a twin from a retried create_run
+                self.client.delete_run(run.info.run_id)
+        return keep
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_evaluation(self, run_id: str, results: dict[str, Any]) -> None:
         """Scores per benchmark as metrics, items as ``items/<benchmark>.jsonl``."""
-        now = int(time.time() * 1000)
-        metrics: list[Metric] = []
-        if results:  # the unweighted mean over the cell's benchmarks (a runs-table column)
-            mean = sum(float(result["score"]) for result in results.values()) / len(results)
-            metrics.append(Metric(MEAN_SCORE, mean, now, 0))
-        for benchmark, result in results.items():
-            metrics.append(Metric(f"score/{benchmark}", float(result["score"]), now, 0))
-            for name, value in (result.get("metrics") or {}).items():
-                if isinstance(value, (int, float)):
-                    metrics.append(Metric(f"{benchmark}/{name}", float(value), now, 0))
-        tags = [RunTag(f"unisd.task_version.{benchmark}", str(result.get("task_version")))
-                for benchmark, result in results.items()]
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        metrics, tags = _evaluation_batch(results)
+        self.client.log_batch(run_id, metrics=metrics,
+                              tags=[RunTag(k, v) for k, v in tags.items()])
+        self._log_items(run_id, results)
+
+    def record_cell(self, run_id: str, results: dict[str, Any], files: list[tuple[Path, str]],
+                    tags: dict[str, str]) -> None:
+        """A cell's whole record in few requests: items and ``files`` (path, artifact folder)
+        first, then one batch of scores and ``tags`` with status ``done``, then the run closed.
+        Each part overwrites itself when repeated (a record retried after a dead driver)."""
+        self._log_items(run_id, results)
+        for path, folder in files:
+            self.log_file(run_id, path, folder)
+        metrics, version_tags = _evaluation_batch(results)
+        batch = [RunTag(k, str(v)) for k, v in {**version_tags, **tags, "unisd.status": "done",
+                                                "unisd.reason": ""}.items()]
+        for start in range(0, max(len(batch), 1), 100):  # MLflow: at most 100 tags a request
+            self.client.log_batch(run_id, metrics=metrics if start == 0 else [],
+                                  tags=batch[start:start + 100])
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def _log_items(self, run_id: str, results: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             for benchmark, result in results.items():
                 path = Path(folder) / f"{benchmark}.jsonl"
@@ -246,59 +290,25 @@ def describe_study(study_name: str, tracking_uri: str, *, description: str | Non
     return layout.comparison_view_path(tracker.experiment_id)
 
 
+def _evaluation_batch(results: dict[str, Any]) -> tuple[list[Metric], dict[str, str]]:
+    """Scores (and their unweighted mean, a runs-table column) as metrics; task versions as tags."""
+    now = int(time.time() * 1000)
+    metrics: list[Metric] = []
+    if results:
+        mean = sum(float(result["score"]) for result in results.values()) / len(results)
+        metrics.append(Metric(MEAN_SCORE, mean, now, 0))
+    for benchmark, result in results.items():
+        metrics.append(Metric(f"score/{benchmark}", float(result["score"]), now, 0))
+        for name, value in (result.get("metrics") or {}).items():
+            if isinstance(value, (int, float)):
+                metrics.append(Metric(f"{benchmark}/{name}", float(value), now, 0))
+    tags = {f"unisd.task_version.{benchmark}": str(result.get("task_version"))
+            for benchmark, result in results.items()}
+    return metrics, tags
+
+
 def _metric_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-. /:" else "_" for c in name)[:250]
-
-
-class MlflowMetricsSink:
-    """``MetricsSink`` that logs training step metrics to one run, in batches (worker side).
-
-    A resumed training replays the steps between its checkpoint and the crash; those steps are
-    already in the run (the resume is exact, so the values are the same), and logging them again
-    would leave two points per step in the metric history. So at its first ``log`` the sink reads
-    how far the run's history of that first metric goes and drops the steps up to there.
-    """
-
-    def __init__(self, tracking_uri: str, run_id: str, *, batch_size: int = 50,
-                 prefix: str = "train/"):
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.run_id = run_id
-        self.batch_size = batch_size
-        self.prefix = prefix
-        self.pending: list[Metric] = []
-        self.logged_through: int | None = None  # last step already in the run, read at first log
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        if self.logged_through is None:
-            history = _with_retries(lambda: self.client.get_metric_history(
-                self.run_id, self.prefix + next(iter(values), "")))
-            self.logged_through = max((metric.step for metric in history), default=0)
-        if step <= self.logged_through:
-            return
-        now = int(time.time() * 1000)
-        self.pending.extend(Metric(self.prefix + name, float(value), now, int(step))
-                            for name, value in values.items())
-        if len(self.pending) >= self.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending[:1000], self.pending[1000:]
-            _with_retries(lambda: self.client.log_batch(self.run_id, metrics=batch))
-
-    def close(self) -> None:
-        self.flush()
-
-
-def _with_retries(action: Any, attempts: int = 5) -> Any:
-    # SQLite serialises writers; a concurrent writer can surface as "database is locked".
-    for attempt in range(attempts):
-        try:
-            return action()
-        except Exception:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * 2**attempt)
 
 
 def flatten(payload: Any, prefix: str = "") -> dict[str, str]:

@@ -66,9 +66,11 @@ def refuse_foreign_runs(tracker: Any, folder: StudyFolder, run_keys: set[str]) -
         raise StudyRefusal(_refusal(folders, len(foreign), tracker.tracking_uri))
 
 
-def claim_run(tracker: Any, folder: StudyFolder, run_id: str, cell_name: str) -> None:
-    """Tag an untagged run as ours; raise :class:`ForeignRunError` for another folder's run."""
-    tags = tracker.run_tags(run_id)
+def claim_run(tracker: Any, folder: StudyFolder, run_id: str, cell_name: str,
+              tags: dict[str, str] | None = None) -> None:
+    """Tag an untagged run as ours; raise :class:`ForeignRunError` for another folder's run.
+    ``tags``: the run's tags as just read (else they are read here)."""
+    tags = tracker.run_tags(run_id) if tags is None else tags
     if folder.foreign(tags):
         raise ForeignRunError(
             f"cell {cell_name}: its MLflow run {run_id} belongs to the study folder "

@@ -5,7 +5,10 @@ first when a step still to run needs them, :mod:`pipelines.repair`; an unreadabl
 named and its step runs again); anything else runs, training resumes from its checkpoint. Cell
 runs are found in MLflow by run key, created when a cell first needs one (so a large grid's first
 steps do not wait for thousands of runs), and belong to one study folder
-(:mod:`pipelines.ownership`). The SQLite store is created while Ray starts. Steps handed to Ray
+(:mod:`pipelines.ownership`). The SQLite store is created while Ray starts. MLflow writes run on
+a few threads off the loop (:mod:`pipelines.recording`; outages: :mod:`pipelines.mlflow_calls`),
+and the loop looks only at steps whose inputs changed (:mod:`pipelines.frontier`), so its cost
+per step does not grow with the grid. Steps handed to Ray
 are ``queued`` until a worker starts them, then ``running``; Ray's own restart of a dead worker's
 task counts as an attempt (:mod:`pipelines.starts`). Failures: retried up to ``max_retries``
 times; out of memory: retried with half the micro-batch and twice the accumulation (effective
@@ -24,11 +27,10 @@ accumulation, silently changing the effective batch; ours preserves it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +38,20 @@ from pipelines import ownership, ray_adapter
 from pipelines.cells import CellSpec
 from pipelines.driver_lock import (StudyRefusal, driver_lock, interrupts_as_keyboard_interrupt,
                                    start_driver_record, write_driver_record)
-from pipelines.environment import cell_dtype, environment_tags
-from pipelines.graph import Graph, Step, build_graph, cell_tags
+from pipelines.graph import Graph, Step, build_graph
 from pipelines.job import JobFunctions, run_step
 from pipelines.mlflow_adapter import StudyTracker, default_tracking_uri, prepare_store
 from pipelines.progress import ProgressView
 from pipelines.outcome import CellOutcome, StudyOutcome, study_outcome
-from pipelines.repair import damaged_json, reset_damaged_inputs
+from pipelines.frontier import Frontier
+from pipelines.recording import (CellRuns, TrackingPool, default_threads, record_inputs,
+                                 write_record)
+from pipelines.repair import reset_damaged_inputs
 from pipelines.starts import STARTS_FILE, note_starts, read_starts
 from pipelines.state import DamagedStateError, StateStore, StepState, study_status
 
 STOP_FILE = "STOP"
+VIEW_EVERY_S = 1.0  # the progress view's refresh (its summary counts every step)
 
 __all__ = ["CellOutcome", "StudyOutcome", "StudyRefusal", "run_study", "study_status"]
 WATCH_HINT = "unisd study status <study file>"
@@ -96,10 +101,16 @@ def _run_locked(cells: list[CellSpec], study_name: str, output_dir: Path,
     graph = build_graph(cells)
     folder = ownership.StudyFolder(output_dir)
     ownership.refuse_foreign_runs(tracker, folder, {c.run_key() for c in graph.cells.values()})
-    run = _StudyRun(graph, study_name, output_dir, tracker, max_retries,
-                    functions, poll_s, stop_grace_s, folder)
-    with interrupts_as_keyboard_interrupt(), ProgressView(study_name, progress) as view:
-        run.execute(view)
+    tracking = TrackingPool(default_threads(tracker.tracking_uri))
+    finished = False
+    try:
+        run = _StudyRun(graph, study_name, output_dir, tracker, max_retries,
+                        functions, poll_s, stop_grace_s, folder, tracking)
+        with interrupts_as_keyboard_interrupt(), ProgressView(study_name, progress) as view:
+            run.execute(view)
+        finished = not run.interrupted
+    finally:  # a finished loop left nothing in the pool; otherwise drop what has not started
+        tracking.close(wait=finished)
     tracker.finish_parent("KILLED" if run.interrupted else "FINISHED")
     return run.outcome()
 
@@ -109,9 +120,9 @@ class _StudyRun:
 
     def __init__(self, graph: Graph, study_name: str, output_dir: Path, tracker: StudyTracker,
                  max_retries: int, functions: JobFunctions | None, poll_s: float,
-                 stop_grace_s: float, folder: ownership.StudyFolder):
+                 stop_grace_s: float, folder: ownership.StudyFolder, tracking: TrackingPool):
         self.graph, self.study_name, self.output_dir = graph, study_name, output_dir
-        self.folder = folder
+        self.folder, self.tracking = folder, tracking
         self.tracker, self.max_retries, self.functions = tracker, max_retries, functions
         self.poll_s, self.stop_grace_s = poll_s, stop_grace_s
         self.store = StateStore(output_dir)
@@ -120,33 +131,26 @@ class _StudyRun:
         self.faults = os.environ.get("UNISD_FAULTS", "")
         self.handles: dict[str, ray_adapter.TaskHandle] = {}
         self.launches: dict[str, str] = {}  # step id -> launch id of its running task
+        self.recording: set[str] = set()  # record steps whose writes are in flight
         self.starts_seen: dict[str, int] = {}
         self.starts_checked_at = 0.0
         self.executed: dict[str, int] = {}
         self.interrupted = False
+        self.view_updated_at = 0.0
         self.repairs: list[str] = []
+        self.frontier = Frontier(graph)  # the steps whose inputs changed
         self.states = {step_id: self._initial_state(step) for step_id, step in graph.steps.items()}
         deps_of = {step_id: step.deps for step_id, step in graph.steps.items()}
         self.repairs += reset_damaged_inputs(deps_of, self.states, self.store.save)
         # A cell's MLflow run is found or created when the cell first needs it (its training
         # starts, or it is recorded), not all up front: at ~40 ms a run, a paper grid's 5376
         # cells would hold back the first step by minutes. Recorded cells keep theirs in state.
-        self.run_ids = {name: self.states[graph.record_step_of[name]].result["run_id"]
-                        for name in graph.cells
-                        if self.states[graph.record_step_of[name]].result.get("run_id")}
+        self.runs = CellRuns(graph, tracker, folder, tracking, {
+            name: self.states[graph.record_step_of[name]].result["run_id"] for name in graph.cells
+            if self.states[graph.record_step_of[name]].result.get("run_id")})
         self.store.write_study({"study_name": study_name, "tracking_uri": tracker.tracking_uri,
                                 "steps": [s.describe() for s in graph.steps.values()],
                                 "record_step_of": graph.record_step_of})
-
-    def _run_id(self, cell_name: str) -> str:
-        """The cell's MLflow run (found by run key, else created), once per driver."""
-        if cell_name not in self.run_ids:
-            cell = self.graph.cells[cell_name]
-            tags = {**cell_tags(cell), **self.folder.tags()}
-            run_id = self.tracker.ensure_cell_run(cell.model_dump(mode="json"), tags)
-            ownership.claim_run(self.tracker, self.folder, run_id, cell_name)
-            self.run_ids[cell_name] = run_id
-        return self.run_ids[cell_name]
 
     def _initial_state(self, step: Step) -> StepState:
         try:
@@ -161,7 +165,8 @@ class _StudyRun:
             state.history = [*previous.history, {"status": previous.status,
                                                  "error": previous.error}]
             state.adjustments = previous.adjustments
-        self.store.save(state)
+        if self.store.path(step.step_id).exists():  # without a file a step reads as pending
+            self.store.save(state, durable=False)  # lost in a crash: it runs again anyway
         return state
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -170,55 +175,56 @@ class _StudyRun:
             while True:
                 self._skip_blocked()
                 self._launch_ready()
-                if not self.handles:
+                if not self.handles and not self.tracking.busy:
                     break
-                view.update(self.states.values())
-                for handle in ray_adapter.wait_any(list(self.handles.values()), self.poll_s):
-                    self._complete(handle)
+                self._update_view(view)
+                self._wait()
                 self._observe_starts()
             view.update(self.states.values())
         except KeyboardInterrupt:
             self._stop(view)
 
-    def _ready(self) -> list[Step]:
-        return [step for step_id, step in self.graph.steps.items()
-                if self.states[step_id].status == "pending"
-                and all(self.states[dep].status == "done" for dep in step.deps)]
+    def _wait(self) -> None:
+        """Collect finished Ray tasks and tracking tasks (waiting up to ``poll_s``)."""
+        if self.handles:  # tracking work in flight: look at Ray more often, not longer
+            timeout = min(self.poll_s, 0.2) if self.tracking.busy else self.poll_s
+            for handle in ray_adapter.wait_any(list(self.handles.values()), timeout):
+                self._complete(handle)
+        self.tracking.collect(0.0 if self.handles else self.poll_s)
+
+    def _update_view(self, view: ProgressView) -> None:
+        now = time.monotonic()
+        if now - self.view_updated_at >= VIEW_EVERY_S:
+            self.view_updated_at = now
+            view.update(self.states.values())
 
     def _skip_blocked(self) -> None:
-        changed = True
-        while changed:
-            changed = False
-            for step_id, step in self.graph.steps.items():
-                state = self.states[step_id]
-                blocker = next((dep for dep in step.deps
-                                if self.states[dep].status in ("failed", "skipped")), None)
-                if state.status == "pending" and blocker is not None:
-                    cause = self.states[blocker]
-                    reason = cause.error if cause.status == "skipped" else \
-                        f"{cause.label} failed: {cause.error}"
-                    self._finish(state, "skipped", error=reason)
-                    if step.kind == "record":
-                        self._record_failure(step, reason)
-                    changed = True
+        """Skip pending steps with a failed or skipped input (their dependents in turn)."""
+        looked: set[str] = set()
+        while blocked := self.frontier.blocked(self.states, looked):
+            for step_id, blocker in blocked:
+                cause = self.states[blocker]
+                reason = cause.error if cause.status == "skipped" else \
+                    f"{cause.label} failed: {cause.error}"
+                self._finish(self.states[step_id], "skipped", error=reason)
+                if self.graph.steps[step_id].kind == "record":
+                    self._record_failure(self.graph.steps[step_id], reason)
 
     def _launch_ready(self) -> None:
-        for step in self._ready():
-            state = self.states[step.step_id]
-            if step.kind == "train":  # before the state changes: a tracking failure loses nothing
-                try:
-                    self._run_id(step.cells[0])
-                except ownership.ForeignRunError as error:
-                    self._finish(state, "failed", error=str(error))
-                    continue
+        self.frontier.again(self.runs.arrived)
+        self.runs.arrived = []
+        for step_id in self.frontier.ready(self.states):
+            step, state = self.graph.steps[step_id], self.states[step_id]
+            if step.kind in ("train", "record") and not self._run_ready(step, state):
+                continue  # waits for its run (looked at again when it exists), or failed
             state.attempts += 1
             queued = "running" if step.kind == "record" else "queued"
             state.status, state.started_at, state.finished_at = queued, time.time(), None
             state.error = ""
-            self.store.save(state)
+            self.store.save(state, durable=False)  # lost in a crash: the step runs again
             self.executed[step.kind] = self.executed.get(step.kind, 0) + 1
             if step.kind == "record":
-                self._record_safely(step)
+                self._start_record(step)
                 continue
             self.launches[step.step_id] = uuid.uuid4().hex
             self.starts_seen[step.step_id] = 0
@@ -226,6 +232,20 @@ class _StudyRun:
             self.handles[step.step_id] = ray_adapter.submit(
                 step.step_id, run_step, payload, num_cpus=step.resources.num_cpus,
                 num_gpus=step.resources.num_gpus, memory_gb=step.resources.memory_gb)
+
+    def _run_ready(self, step: Step, state: StepState) -> bool:
+        """A train step needs its cell's run (the worker logs metrics into it) before launch,
+        a record step before it takes a record thread (which would otherwise wait, idle, for a
+        base cell's run queued behind other run creations); a run that could not be made fails
+        the step before its state changes."""
+        future = self.runs.future(step.cells[0])
+        if not future.done():
+            self.runs.wait_for(step.cells[0], step.step_id)
+            return False
+        if future.exception() is not None:
+            self._finish(state, "failed", error=self.runs.failure(future))
+            return False
+        return True
 
     def _payload(self, step: Step, state: StepState) -> dict[str, Any]:
         step_dir = self.output_dir / "steps" / step.step_id
@@ -239,7 +259,7 @@ class _StudyRun:
             prepared = self.states[step.deps[0]].result
             payload.update(records_path=prepared["records_path"], cache_dir=prepared["cache_dir"],
                            tracking_uri=self.tracker.tracking_uri,
-                           run_id=self._run_id(step.cells[0]))
+                           run_id=self.runs.future(step.cells[0]).result())
             payload["train"] = {**payload["train"], **state.adjustments.get("train", {})}
         elif step.kind == "evaluate":
             payload["model_dir"] = self.states[step.deps[0]].result["model_dir"]
@@ -262,7 +282,7 @@ class _StudyRun:
                              self.launches.get(state.step_id))
         if note_starts(state, starts, self.starts_seen.get(state.step_id, 0)):
             self.starts_seen[state.step_id] = len(starts)
-            self.store.save(state)
+            self.store.save(state, durable=False)
 
     # ---- outcomes ----------------------------------------------------------------------------
     def _complete(self, handle: ray_adapter.TaskHandle) -> None:
@@ -325,65 +345,43 @@ class _StudyRun:
                               "adjustments": state.adjustments})
         state.status, state.error = "pending", message
         self.store.save(state)
+        self.frontier.again(state.step_id)
 
     def _finish(self, state: StepState, status: str, error: str = "") -> None:
         state.status, state.error, state.finished_at = status, error, time.time()
         self.store.save(state)
+        self.frontier.finished(state.step_id)
 
-    # ---- records (driver side) --------------------------------------------------------------
-    def _record_safely(self, step: Step) -> None:
-        """Record a cell; a tracking failure fails this record step only (rerun retries it)."""
+    # ---- records (driver side, written on a tracking thread) --------------------------------
+    def _start_record(self, step: Step) -> None:
+        """Hand a cell's record to the tracking pool; a failure fails this record step only
+        (a rerun retries it)."""
         try:
-            self._record(step)
-        except Exception as error:  # noqa: BLE001 - e.g. the tracking server is unreachable
+            inputs = record_inputs(self.graph, self.states, self.output_dir, step.step_id)
+        except Exception as error:  # noqa: BLE001 - e.g. an evaluation result without its path
             self._finish(self.states[step.step_id], "failed",
                          error=f"recording failed: {type(error).__name__}: {error}"[:2000])
+            return
+        run_id = self.runs.future(step.cells[0]).result()  # made already (_run_ready)
+        self.recording.add(step.step_id)
+        self.tracking.submit(lambda: write_record(self.tracker, run_id, inputs),
+                             on_done=lambda future: self._recorded(step.step_id, future))
 
-    def _record(self, step: Step) -> None:
-        state = self.states[step.step_id]
-        cell_name = step.cells[0]
-        run_id = self._run_id(cell_name)
-        evaluated = self.states[step.deps[0]]
-        results_path = Path(evaluated.result["results_path"])
-        problem = damaged_json(results_path, want=dict)
-        if problem:  # named; the next run recomputes the evaluation (repair.reset_damaged_inputs)
-            raise RuntimeError(f"evaluation results damaged: {problem}; "
-                               "`unisd study run` recomputes the evaluation")
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-        self.tracker.log_evaluation(run_id, results)
-        trained_id = next((d for d in self.graph.steps[evaluated.step_id].deps), None)
-        for step_id in filter(None, [trained_id, evaluated.step_id]):
-            folder = self.output_dir / "steps" / step_id
-            self.tracker.log_file(run_id, folder / "log.txt", f"logs/{step_id}")
-            for metrics_file in sorted(folder.glob("train*/metrics.jsonl")):
-                self.tracker.log_file(run_id, metrics_file,
-                                      f"logs/{step_id}/{metrics_file.parent.name}")
-        trained = self.states[trained_id].result if trained_id is not None else {}
-        self.tracker.set_tags(run_id, environment_tags(
-            trained.get("environment"), evaluated.result.get("environment"),
-            cell_dtype(self.graph.cells[cell_name].model_dump(mode="json"))))
-        if trained_id is not None:
-            self._tag_training(run_id, self.states[trained_id])
+    def _recorded(self, step_id: str, future: Future) -> None:
+        self.recording.discard(step_id)
+        state = self.states[step_id]
+        if future.cancelled():
+            self._finish(state, "interrupted", error="cancelled by Ctrl-C")
+        elif future.exception() is not None:
+            message = self.runs.failure(future, "recording the cell")
+            self._finish(state, "failed", error=f"recording failed: {message}"[:2000])
         else:
-            family = evaluated.result.get("model_family", "unknown")
-            self.tracker.set_tags(run_id, {"unisd.model_family": str(family)})
-        self.tracker.finish(run_id, "done")
-        state.result = {"run_id": run_id, "scores": evaluated.result.get("scores", {})}
-        self._finish(state, "done")
-
-    def _tag_training(self, run_id: str, trained: StepState) -> None:
-        tags = {"unisd.model_family": str(trained.result.get("model_family", "unknown")),
-                "unisd.train_steps": str(trained.result.get("steps")),
-                "unisd.resumed_from": str(trained.result.get("resumed_from") or "none"),
-                "unisd.oom_retries": str(trained.oom_retries)}
-        adjusted = trained.adjustments.get("train")
-        if adjusted:
-            tags.update({"unisd.effective_per_device_batch": str(adjusted["per_device_batch"]),
-                         "unisd.effective_grad_accum": str(adjusted["grad_accum"])})
-        self.tracker.set_tags(run_id, tags)
+            state.result = future.result()
+            self._finish(state, "done")
 
     def _record_failure(self, step: Step, reason: str) -> None:
-        self.tracker.finish(self._run_id(step.cells[0]), "failed", reason)
+        run = self.runs.future(step.cells[0])
+        self.tracking.submit(lambda: self.tracker.finish(run.result(), "failed", reason))
 
     # ---- stopping ----------------------------------------------------------------------------
     def _stop(self, view: ProgressView) -> None:
@@ -392,9 +390,8 @@ class _StudyRun:
         self.stop_file.write_text(str(time.time()))
         deadline = time.time() + self.stop_grace_s
         try:
-            while self.handles and time.time() < deadline:
-                for handle in ray_adapter.wait_any(list(self.handles.values()), self.poll_s):
-                    self._complete(handle)
+            while (self.handles or self.recording) and time.time() < deadline:
+                self._wait()
                 view.update(self.states.values())
         except KeyboardInterrupt:
             pass  # a second Ctrl-C: cancel now
@@ -402,11 +399,15 @@ class _StudyRun:
         for step_id in list(self.handles):
             del self.handles[step_id]
             self._finish(self.states[step_id], "interrupted", error="cancelled by Ctrl-C")
+        self.tracking.close(wait=False)  # run creations and records not started: dropped
+        self.tracking.collect()
+        for step_id in sorted(self.recording):  # still writing: recorded again by the rerun
+            self._finish(self.states[step_id], "interrupted", error="cancelled by Ctrl-C")
         self._kill_unfinished_runs()
 
     def _kill_unfinished_runs(self) -> None:
         """The MLflow runs of cells left unfinished by the interruption: status KILLED."""
-        for name, run_id in self.run_ids.items():
+        for name, run_id in self.runs.run_ids.items():
             if self.states[self.graph.record_step_of[name]].status not in ("done", "failed",
                                                                            "skipped"):
                 try:
@@ -417,5 +418,5 @@ class _StudyRun:
     def outcome(self) -> StudyOutcome:
         return study_outcome(self.graph, self.states, output_dir=self.output_dir,
                              study_name=self.study_name, tracking_uri=self.tracker.tracking_uri,
-                             run_ids=self.run_ids, executed=self.executed,
+                             run_ids=self.runs.run_ids, executed=self.executed,
                              interrupted=self.interrupted, repairs=self.repairs)

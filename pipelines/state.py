@@ -71,23 +71,29 @@ class StepState:
         return max(0.0, end - self.started_at)
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
+def write_json_atomic(path: Path, payload: Any, *, durable: bool = True) -> None:
     """``payload`` as JSON into ``path``: the old or the new file survives any crash."""
-    write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True))
+    write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True), durable=durable)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, durable: bool = True) -> None:
     """Write a temporary sibling, fsync it, rename it over ``path``, fsync the folder.
 
     Without the fsyncs a power loss after the rename can leave a 0-byte file under the new name.
+    ``durable=False`` skips both fsyncs (a process crash still leaves the old or the new file):
+    for states a loss would only make run again (pending, queued, running), since an fsync
+    costs milliseconds and the driver writes several per step.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with temporary.open("w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
     os.replace(temporary, path)
+    if not durable:
+        return
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
@@ -129,8 +135,9 @@ class StateStore:
     def load(self, step_id: str) -> StepState | None:
         return load_state_file(self.path(step_id))
 
-    def save(self, state: StepState) -> None:
-        write_json_atomic(self.path(state.step_id), dataclasses.asdict(state))
+    def save(self, state: StepState, *, durable: bool = True) -> None:
+        """``durable=False`` for a state whose loss only makes its step run again."""
+        write_json_atomic(self.path(state.step_id), dataclasses.asdict(state), durable=durable)
 
     def write_study(self, payload: dict[str, Any]) -> None:
         write_json_atomic(self.output_dir / "study.json", payload)

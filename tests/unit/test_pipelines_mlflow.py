@@ -96,3 +96,20 @@ def test_tracker_is_idempotent_and_records_read_back(tmp_path, monkeypatch):
     images = [a.path for a in tracker.client.list_artifacts(parent, "images")]
     assert len(images) == 4 and all("report~effects+step+" in path for path in images)
     assert {path.split("+")[2] for path in images} == {"0", "1"}  # png + webp per report
+
+
+def test_a_twin_run_left_by_a_retried_create_is_deleted(tmp_path):
+    """MLflow's client retries a create_run whose answer was lost (a server restart): two runs
+    of one key. The cell's run keeps the oldest and deletes the twin, which holds nothing."""
+    import time
+
+    from pipelines.mlflow_adapter import RUN_KEY_TAG
+
+    uri = default_tracking_uri(tmp_path)
+    tracker = StudyTracker("study", uri, prepare_store(uri, tmp_path))
+    tags = {RUN_KEY_TAG: "key-1", "unisd.cell": "c", "unisd.method": "m", "unisd.subset": "s"}
+    first = tracker._create_cell_run(tags)
+    time.sleep(0.05)  # distinct start times (milliseconds), so "oldest" is the first
+    assert tracker._create_cell_run(tags) == first
+    assert tracker.run_ids_by_key() == {"key-1": [first]}
+    assert tracker.client.get_run(first).info.lifecycle_stage == "active"
