@@ -21,6 +21,7 @@ import pytest
 from waiting import wait_for
 import torch
 
+from pipelines import ray_adapter
 from pipelines.cells import CellSpec, DataSettings, EvalSettings, Resources, save_cells
 from pipelines.mlflow_adapter import StudyTracker, load_study_records
 from pipelines.runner import run_study
@@ -116,8 +117,17 @@ def test_study_on_mlflow_server_with_worker_kill_oom_and_nan(tmp_path, monkeypat
                                                     every_steps=1))),
              trained_cell("nan", seed=2), base_cell("base-s0"), base_cell("base-s1", seed=1)]
     monkeypatch.setenv("UNISD_FAULTS", "kill@sdft:2,oom@ema:1,nan@nan:2")
-    outcome = run_study(cells, study_name="e2e-server", output_dir=tmp_path / "study",
-                        tracking_uri=mlflow_server, progress=False)
+    # A slot per step that can run at once (3 trainings + the base evaluation), so the trainings
+    # overlap whatever order the driver launches them in (on 2 slots the base evaluation can
+    # take one first and the trainings run one after another). Started after the faults are
+    # set (a local cluster's workers inherit the environment), stopped after the study.
+    ray_adapter.shutdown()
+    ray_adapter.connect(None, num_cpus=4)
+    try:
+        outcome = run_study(cells, study_name="e2e-server", output_dir=tmp_path / "study",
+                            tracking_uri=mlflow_server, progress=False)
+    finally:
+        ray_adapter.shutdown()
 
     assert {n: c.status for n, c in outcome.cells.items()} == {
         "sdft": "done", "ema": "done", "nan": "failed", "base-s0": "done", "base-s1": "done"}
