@@ -14,7 +14,8 @@ With several bases, a pooled line treats the base as a random factor: per base t
 gain per item, then the same interval with the bases in the seeds' place (t with B - 1 df over
 base-level gains, plus the item term), so base-to-base variation widens it honestly.
 Greedy decoding, the letter cascade of :func:`evaluation.scorers.score_letter`. Prints Markdown
-tables and writes ``results.json`` (every per-item score) under ``--out``.
+tables and writes every per-item score to ``--out``/<base>/results.json (and all bases of the call
+to ``--out``/results.json).
 
 The same numbers come out of the study (``studies/synthetic.yaml``, base ``tiny-qwen2-synth``)
 item for item; this script needs no Ray/MLflow/lm-eval. Departure from the paper: tiny model,
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     for base in args.bases:
         results = run(args.out, args.seeds, args.methods, base=base)
         per_base.append(results)
+        (args.out / Path(base).name).mkdir(parents=True, exist_ok=True)
+        (args.out / Path(base).name / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
         (args.out / "results.json").write_text(json.dumps(per_base, indent=1), encoding="utf-8")
         print(f"## {base}\n\n{table(results)}\n\n{results['seconds']:.0f} s\n", flush=True)
     if len(per_base) > 1:

@@ -21,6 +21,7 @@ only so that CPU runs measure real effects (issues 7 and 14).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -98,9 +99,11 @@ def ship(name: str, write_folder: Any, entry: dict[str, Any]) -> Path:
         os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    manifest = read_manifest()
-    manifest[name] = {**entry, "files": files}
-    tmp = MANIFEST.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(MANIFEST)
+    with open(MANIFEST.with_suffix(".lock"), "w") as lock:  # two seeds built at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest()
+        manifest[name] = {**entry, "files": files}
+        tmp = MANIFEST.with_suffix(f".json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(MANIFEST)
     return target
