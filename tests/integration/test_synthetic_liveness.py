@@ -29,9 +29,9 @@ import torch
 
 from ablations.study import load_study
 from unisd_core.components.prepared import prepare_caches
+from unisd_core.config import ComponentsConfig
 from unisd_core.data.datasets import load_records
 from unisd_core.presets import preset_config
-from unisd_core.config import ComponentsConfig
 from unisd_core.training.forward import completion_hidden
 from unisd_core.training.loop import optimizer_step, prepare_run
 from unisd_core.training.sequences import build_forced_batch
