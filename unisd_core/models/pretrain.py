@@ -11,12 +11,13 @@ sequences of the synthetic "largest number" task (:mod:`unisd_core.data.syntheti
    c)) + the gold completion, on items whose four numbers lie within +-``reading_spread`` (30)
    of each other. There the maximum is hard to see (leading digits tie), so what lowers the loss
    is reading the answer letter off the demonstration: the demonstration-conditioned teacher of
-   SDFT becomes near perfect (100% of 200 test items by step 400);
+   SDFT becomes near perfect (seed 0: 100% of 200 test items by step 400);
 2. rule (the remaining 400 steps): ordinary items, half in teacher format (keeps the reading),
    half with a *blind* demonstration (the letter replaced by ``?``: nothing to read, so the rule
    must be used) or, one draw in ten, the plain student prompt. The rule (find the maximum, map
    it to its letter) is learned only partly within the budget (35% greedy at the end), and in a
-   state that a short fine-tuning still moves (SFT/SDFT +7 to +9 points in 40 steps).
+   state that a short fine-tuning still moves (SFT/SDFT +3 to +11 points in 40 steps on the
+   three shipped seeds; seed 1's reading phase stopped at 50%: docs/synthetic.md).
 
 Why this design (issue 14; iterations judged on the base's no-demo / with-demo accuracy and, for
 the last three candidates, one SDFT/SFT seed at the demo's settings): mixed from the start, the
