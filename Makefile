@@ -2,13 +2,14 @@
 #   make demo   set up .venv from the pinned set, run the synthetic-task study on the pretrained
 #               tiny base (base, SFT, SDFT and three components, 3 seeds), print the report
 #   make test   set up .venv from the pinned set, run every test (what .ci/run calls)
-# Also: make smoke (the one-minute random-weight smoke study), make study STUDY=path.yaml
+# Also: make smoke (the one-minute random-weight smoke study), make study STUDY=path.yaml,
+#       make factorial (all 32 subsets + base + SFT on the synthetic task, CPU; 24 min measured on 2 cores)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STUDY ?= studies/synthetic.yaml
 
-.PHONY: setup bubblewrap test-packages demo smoke study test test-unit test-integration clean
+.PHONY: setup bubblewrap test-packages demo smoke factorial study test test-unit test-integration clean
 
 setup: bubblewrap $(VENV)/.installed
 
@@ -47,6 +48,9 @@ demo: study
 
 smoke: STUDY = studies/smoke.yaml
 smoke: study
+
+factorial: STUDY = studies/synthetic_factorial.yaml
+factorial: study
 
 study: setup
 	$(BIN)/unisd study run $(STUDY)

@@ -150,6 +150,7 @@ def cache_settings(train: TrainConfig) -> dict[str, object]:
         settings["contrastive"] = {
             "num_negatives": contrastive.num_negatives,
             "negative_max_new_tokens": contrastive.negative_max_new_tokens,
+            "negative_source": contrastive.negative_source,
         }
     return settings
 

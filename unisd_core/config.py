@@ -7,7 +7,8 @@ component studied alone; :mod:`unisd_core.presets` holds the UniSD* values.
 
 Departures from the paper: none in the paper's defaults; where the paper gives none, the negative
 demonstration budget (``ContrastiveConfig.negative_max_new_tokens`` = 256) is below the authors'
-1024 (docs/departures.md). ``AgreementConfig.sequence_parity`` exists only
+1024 (docs/departures.md); ``ContrastiveConfig.negative_source = "template"`` is a stand-in
+for models too small to write negatives (the paper's negatives are model-written). ``AgreementConfig.sequence_parity`` exists only
 to reproduce the authors' weighted normaliser, under which sequence-level weights cancel.
 """
 
@@ -64,6 +65,10 @@ class ContrastiveConfig(Frozen):
     margin: float = Field(0.5, ge=0.0)
     num_negatives: int = Field(4, ge=1)
     negative_max_new_tokens: int = Field(256, ge=1)
+    # "model": the model writes them (the paper); "template": the gold demonstration with its
+    # answer swapped to an assigned wrong option, for models too small to write structured
+    # negatives (multiple choice only; components/negatives.py).
+    negative_source: Literal["model", "template"] = "model"
 
 
 class FeatureMatchingConfig(Frozen):

@@ -24,9 +24,10 @@ FORMAT = re.compile(rf"^Reasoning: {re.escape(RATIONALE)}\nAnswer: [A-D]$")
 
 @pytest.fixture(scope="module")
 def short_base(tmp_path_factory):
-    """The default model and data, only fewer steps (format is learned long before the rule)."""
+    """The default model and data, only fewer steps in both phases (format is learned long
+    before reading or the rule)."""
     torch.set_num_threads(1)
-    settings = PretrainSettings(steps=120, pool_size=256)
+    settings = PretrainSettings(steps=120, reading_steps=40, pool_size=256)
     model, tokenizer, stats = pretrain(settings)
     return save_pretrained_base(model, tokenizer, tmp_path_factory.mktemp("synth") / "base",
                                 settings, stats)

@@ -72,6 +72,7 @@ def test_negatives_key_changes_with_model_and_generation_settings(monkeypatch) -
     assert base == key(train_config(contrastive=ContrastiveConfig(weight=0.5, margin=1.0)))
     assert base != key(train_config(contrastive=ContrastiveConfig(num_negatives=2)))
     assert base != key(train_config(contrastive=ContrastiveConfig(negative_max_new_tokens=8)))
+    assert base != key(train_config(contrastive=ContrastiveConfig(negative_source="template")))
     assert base != key(TrainConfig(model="tiny-gemma3", components=ComponentsConfig(contrastive=ContrastiveConfig())))
     monkeypatch.setattr(prepared, "LIBRARY_VERSION", "999.0.0")
     assert base != key(train_config(contrastive=ContrastiveConfig()))

@@ -16,6 +16,7 @@ from unisd_core.components.negatives import (
     negative_targets,
     option_letters,
     parse_structured,
+    template_negatives,
     to_negative,
     usable_texts,
 )
@@ -48,6 +49,23 @@ def test_mc_round_robin_never_gold_and_covers_every_wrong_option() -> None:
         assert set(targets) == set(letters) - {record.answer}
         assert all(a != b for a, b in zip(targets, targets[1:]))  # cycled, not repeated
         assert f"the answer is {targets[0]} instead" in negative_prompt(record, targets[0])
+
+
+def test_template_negatives_swap_only_the_answer_to_the_round_robin_wrong_letter() -> None:
+    records = mc_records()
+    found = template_negatives(records, 4)
+    for position, record in enumerate(records):
+        targets = negative_targets(record, 4, offset=position)
+        assert [n.target for n in found[record.id]] == targets
+        for negative in found[record.id]:
+            assert negative.usable and negative.target != record.answer
+            reasoning, answer_line = negative.text.rsplit("\n", 1)
+            assert answer_line == f"Answer: {negative.target}"
+            assert reasoning == record.demonstration.rsplit("\n", 1)[0]  # reasoning kept
+    bare = Record("x", "cose", "Q?\nA. one\nB. two\nC. three\n", "Answer: B", "B")
+    assert [n.text for n in template_negatives([bare], 2)["x"]] == ["Answer: A", "Answer: C"]
+    with pytest.raises(ValueError, match="multiple choice only"):
+        template_negatives([CODE], 2)
 
 
 def test_option_letters_fall_back_to_prompt_lines() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from evaluation.scorers import score_letter
 from unisd_core.data import synthetic
+from unisd_core.data.synthetic import generate_rows, is_test_key
 from unisd_core.data.adapters import ADAPTERS, EXTRA_ADAPTERS, scienceqa
 from unisd_core.data.datasets import load_records, sample_path
 from unisd_core.prompts import MC_INSTRUCTION
@@ -91,3 +92,19 @@ def test_synthetic_errors_are_explicit(tmp_path) -> None:
         load_records("synthetic", "test", tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="unknown synthetic split"):
         synthetic.generate_rows("dev", 3)
+
+
+def test_close_numbers_stay_within_the_spread_and_keep_the_test_partition() -> None:
+    """``spread`` (the pretraining's reading phase) draws four numbers within +-spread of a centre;
+    rows stay distinct, off the test partition, and differ from the ordinary rows."""
+    close = generate_rows("pretrain", 200, spread=30)
+    for row in close:
+        numbers = [int(c) for c in row["choices"]]
+        assert max(numbers) - min(numbers) <= 60 and len(set(numbers)) == 4
+        assert not is_test_key(numbers)
+        assert row["choices"][row["answer"]] == str(max(numbers))
+    ordinary = generate_rows("pretrain", 200)
+    assert max(max(map(int, r["choices"])) - min(map(int, r["choices"])) for r in ordinary) > 60
+    assert generate_rows("pretrain", 200, spread=30) == close
+    with pytest.raises(ValueError, match="spread"):
+        generate_rows("pretrain", 1, spread=1)

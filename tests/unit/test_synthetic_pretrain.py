@@ -1,15 +1,20 @@
 """Pretraining of the synthetic base (unisd_core.models.pretrain): determinism for a fixed seed,
-the completion-only loss, and a saved folder that loads the way users and lm-eval load it.
+the completion-only loss, a saved folder that loads the way users and lm-eval load it, and the
+shipped bases (SHA-256 manifest checked on load, recipe current).
 Tiny settings (a few steps of a 1-layer model) keep this fast; the real budget is not run here."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tolerances import assert_close_scaled
 from unisd_core.data.synthetic import synthetic_records
-from unisd_core.models import zoo
+from unisd_core.models import shipped, zoo
 from unisd_core.models.pretrain import (
     PretrainSettings,
     completion_loss,
@@ -20,7 +25,7 @@ from unisd_core.models.pretrain import (
 )
 from unisd_core.prompts import chat_prompt, teacher_prompt_text
 
-TINY = dict(steps=3, batch_size=4, pool_size=16, hidden_size=32, intermediate_size=64,
+TINY = dict(steps=3, reading_steps=1, batch_size=4, pool_size=16, hidden_size=32, intermediate_size=64,
             num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, threads=1,
             warmup_steps=1)
 
@@ -92,19 +97,43 @@ def test_saved_base_round_trips_through_auto_classes(tmp_path) -> None:
     assert (folder / "unisd_build.json").is_file()
 
 
-def test_zoo_knows_the_pretrained_base_without_building_it() -> None:
-    assert "tiny-qwen2-synth" in zoo.PRETRAINED_MODELS
-    assert "tiny-qwen2-synth" not in zoo.TINY_MODELS  # tests iterate TINY_MODELS; this one is slow
-    assert zoo.model_family("tiny-qwen2-synth") == "qwen2"
-    folder = zoo.pretrained_model_dir("tiny-qwen2-synth")
-    assert folder.name == f"tiny-qwen2-synth-{zoo.pretrained_build_hash('tiny-qwen2-synth')}"
-    assert folder.parent == zoo.cache_root() / "models"
+def test_shipped_bases_pass_their_manifest_and_match_the_current_recipe() -> None:
+    """Each shipped base's files hash to the manifest's SHA-256, and the manifest's recipe is the
+    one the code builds now (settings of its seed, training data spec, procedure version): a
+    change of the generator, prompts or settings without a rebuild fails here."""
+    from unisd_core.models import pretrain as pretraining
+
+    manifest = shipped.read_manifest()
+    assert set(manifest) == set(shipped.SHIPPED_SEEDS) == set(zoo.PRETRAINED_MODELS)
+    for name, seed in shipped.SHIPPED_SEEDS.items():
+        assert zoo.model_family(name) == "qwen2" and name not in zoo.TINY_MODELS
+        entry = manifest[name]
+        assert entry["seed"] == seed
+        assert entry["settings"] == PretrainSettings(seed=seed).model_dump()
+        assert entry["data"] == json.loads(json.dumps(pretraining.data_spec()))
+        assert entry["pretrain_version"] == pretraining.PRETRAIN_VERSION
+        folder = zoo.resolve_model(name)
+        assert Path(folder) == shipped.BASES_DIR / name
+        assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(entry["files"])
+    size = sum(p.stat().st_size for p in shipped.BASES_DIR.rglob("*") if p.is_file())
+    assert size < 10 * 2**20  # the issue's budget for tracked binaries
 
 
-def test_build_hash_follows_the_training_data(monkeypatch) -> None:
-    """A change of the generator (here the number range) must give a new folder, never a stale one."""
-    from unisd_core.data import synthetic
+def test_a_corrupted_shipped_file_is_refused_with_the_rebuild_command(tmp_path, monkeypatch) -> None:
+    """Copy the shipped folders, flip one byte of a weight file: loading refuses it by name."""
+    import shutil
 
-    before = zoo.pretrained_build_hash("tiny-qwen2-synth")
-    monkeypatch.setattr(synthetic, "HIGH", synthetic.HIGH - 1)
-    assert zoo.pretrained_build_hash("tiny-qwen2-synth") != before
+    copy = tmp_path / "bases"
+    shutil.copytree(shipped.BASES_DIR, copy)
+    monkeypatch.setattr(shipped, "BASES_DIR", copy)
+    monkeypatch.setattr(shipped, "MANIFEST", copy / "MANIFEST.json")
+    assert shipped.check_base("tiny-qwen2-synth-s1") == copy / "tiny-qwen2-synth-s1"
+    weights = copy / "tiny-qwen2-synth-s1" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(shipped.ShippedBaseError, match="model.safetensors.*--seed 1 --ship"):
+        zoo.resolve_model("tiny-qwen2-synth-s1")
+    (copy / "tiny-qwen2-synth" / "config.json").unlink()
+    with pytest.raises(shipped.ShippedBaseError, match="config.json is missing"):
+        zoo.load_model_and_tokenizer("tiny-qwen2-synth")

@@ -27,6 +27,12 @@ sometimes disobeys):
   for tool use also when the gold has an ``Action:`` line and the negative has none.
   Code negatives are not executed: "buggy" is what was asked for, not verified.
 
+Stand-in (``ContrastiveConfig.negative_source = "template"``, not the paper's method): a model too
+small to follow the request (the 0.5M-parameter CPU base) writes no usable argument, so the
+negative is the gold demonstration with its final answer line swapped to the assigned wrong letter
+(same round-robin targets), reasoning kept: the bad teacher then reads a demonstration that
+concludes a wrong option. Multiple choice only; code and tool records are refused.
+
 Departures from the paper: prompt wording, the 0.7 sampling temperature, the per-record offset of
 the round-robin (record i, negative j takes target (i + j) mod n, so small ``num_negatives`` still
 cover every wrong option / flaw across the dataset) and the policy above are ours. The budget is
@@ -67,6 +73,7 @@ TOOL_FLAWS = (
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[\).:]\s+\S", re.MULTILINE)
 _FENCED = re.compile(r"```[a-zA-Z0-9_+-]*\n(.*?)```", re.DOTALL)
 _ANSWER_LINE = re.compile(r"^\s*answer\s*:.*$", re.IGNORECASE | re.MULTILINE)
+_LAST_ANSWER_LINE = re.compile(r"^Answer:\s*\S.*\Z", re.MULTILINE)
 _JSON_HINT = '{"reasoning": "<%s>", "answer": "<%s>"}'
 
 
@@ -292,6 +299,27 @@ def generate_negatives(
     negatives: dict[str, list[NegativeDemonstration]] = {record.id: [] for record in records}
     for (record, j, target), raw in zip(jobs, replies):
         negatives[record.id].append(to_negative(record, j, target, raw))
+    return negatives
+
+
+def template_negatives(
+    records: Sequence[Record], num_negatives: int
+) -> dict[str, list[NegativeDemonstration]]:
+    """Record id -> ``num_negatives`` stand-in negatives written without a model (module
+    docstring): the gold demonstration with its answer line set to the round-robin wrong letter."""
+    negatives: dict[str, list[NegativeDemonstration]] = {}
+    for position, record in enumerate(records):
+        if task_kind(record) != "mc":
+            raise ValueError(f"template negatives are defined for multiple choice only; "
+                             f"{record.id!r} is {task_kind(record)} (use negative_source: model)")
+        items = []
+        for j, target in enumerate(negative_targets(record, num_negatives, position)):
+            text, count = _LAST_ANSWER_LINE.subn(f"Answer: {target}", record.demonstration.rstrip())
+            if count == 0:  # a bare-letter demonstration
+                text = format_demonstration(f"Answer: {target}")
+            items.append(NegativeDemonstration(record.id, j, "mc", target, "", True, text,
+                                               "template"))
+        negatives[record.id] = items
     return negatives
 
 

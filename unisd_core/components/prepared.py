@@ -88,6 +88,7 @@ def negatives_settings(config: TrainConfig, records_hash: str, seed: int) -> dic
         "model": config.model,
         "num_negatives": contrastive.num_negatives,
         "negative_max_new_tokens": contrastive.negative_max_new_tokens,
+        "negative_source": contrastive.negative_source,
         "seed": seed,
     }
 
@@ -209,6 +210,7 @@ def _prepare_negatives(
         choose_negative,
         generate_negatives,
         negative_stats,
+        template_negatives,
         usable_texts,
     )
 
@@ -217,6 +219,9 @@ def _prepare_negatives(
     settings = negatives_settings(config, records_fingerprint(records), seed)
 
     def build() -> dict[str, Any]:
+        if contrastive.negative_source == "template":  # no model needed
+            generated = template_negatives(records, contrastive.num_negatives)
+            return {rid: [item.to_json() for item in items] for rid, items in generated.items()}
         model, tokenizer = lazy.get()
         # Bigger batches on a GPU: N x num_negatives prompts is the costliest preparation step.
         on_gpu = next(model.parameters()).device.type == "cuda"

@@ -12,6 +12,10 @@ so the ScienceQA adapter, prompts, letter extraction and scorer apply unchanged;
 differ. Generation is pure and seeded: the same (split, count, seed) gives the same rows, and the
 test split is disjoint from train and pretrain by construction (a hash partition of option sets).
 
+``spread`` draws close numbers (all four within +-spread of a centre): used only by the
+pretraining's reading phase (:mod:`unisd_core.models.pretrain`); train and test use the ordinary
+draw.
+
 Registered as benchmark ``synthetic``: ``load_records("synthetic", split)`` with no source
 generates ``DEFAULT_COUNTS[split]`` rows (generation seed 0; ``load_records``' own ``seed`` only
 shuffles the options, as for every benchmark), a JSONL source reads rows of this schema. The same
@@ -48,8 +52,13 @@ def generator_spec() -> dict[str, Any]:
             "question": QUESTION, "rationale": RATIONALE, "test_partition": "sha256[0] % 5 == 0"}
 
 
-def _numbers(rng: random.Random) -> list[int]:
-    return rng.sample(range(LOW, HIGH + 1), NUM_OPTIONS)
+def _numbers(rng: random.Random, spread: int | None = None) -> list[int]:
+    """Four distinct numbers in [LOW, HIGH]; with ``spread``, all within +-spread of a random
+    centre (close numbers share leading digits, so the maximum is hard to see)."""
+    if spread is None:
+        return rng.sample(range(LOW, HIGH + 1), NUM_OPTIONS)
+    centre = rng.randint(LOW + spread, HIGH - spread)
+    return rng.sample(range(centre - spread, centre + spread + 1), NUM_OPTIONS)
 
 
 def make_row(numbers: list[int], index: int, split: str) -> dict[str, Any]:
@@ -80,18 +89,22 @@ def is_test_key(numbers: list[int]) -> bool:
     return digest[0] % 5 == 0
 
 
-def generate_rows(split: str, count: int, *, seed: int = 0) -> list[dict[str, Any]]:
-    """``count`` distinct rows of ``split`` ("train", "test" or "pretrain"), seeded."""
+def generate_rows(split: str, count: int, *, seed: int = 0,
+                  spread: int | None = None) -> list[dict[str, Any]]:
+    """``count`` distinct rows of ``split`` ("train", "test" or "pretrain"), seeded; ``spread``
+    draws close numbers (the pretraining's demonstration-reading phase only)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown synthetic split {split!r}; allowed: {sorted(SPLIT_SEEDS)}")
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     want_test = split == "test"
-    rng = random.Random(SPLIT_SEEDS[split] + seed)
+    if spread is not None and not 2 <= spread <= (HIGH - LOW) // 2:
+        raise ValueError(f"spread must be in [2, {(HIGH - LOW) // 2}], got {spread}")
+    rng = random.Random(SPLIT_SEEDS[split] + seed + (0 if spread is None else 7_919 * spread))
     rows: list[dict[str, Any]] = []
     seen: set[tuple[int, ...]] = set()
     while len(rows) < count:
-        numbers = _numbers(rng)
+        numbers = _numbers(rng, spread)
         key = tuple(sorted(numbers))
         if key in seen or is_test_key(numbers) != want_test:
             continue
@@ -112,13 +125,13 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def synthetic_records(split: str, count: int | None = None, *, seed: int = 0,
-                      shuffle_seed: int = 0) -> list:
+                      shuffle_seed: int = 0, spread: int | None = None) -> list:
     """Records of benchmark ``synthetic``: ``count`` rows (default ``DEFAULT_COUNTS``) of
-    ``split`` generated with ``seed``, options shuffled with ``shuffle_seed``."""
+    ``split`` generated with ``seed`` (and ``spread``), options shuffled with ``shuffle_seed``."""
     from unisd_core.data.adapters import synthetic as adapter
 
     count = DEFAULT_COUNTS.get(split, 0) if count is None else count
-    rows = generate_rows(split, count, seed=seed)
+    rows = generate_rows(split, count, seed=seed, spread=spread)
     return [adapter.to_record(row, index, shuffle_seed, split=split) for index, row in enumerate(rows)]
 
 

@@ -234,6 +234,7 @@ def _sink_metrics(sink: _MetricSink, plan: TokenPlan, components: ComponentsConf
     divergence_N = torch.cat(sink.divergences) if sink.divergences else torch.zeros(0)
     count = max(1, divergence_N.numel())
     metrics["divergence/mean"] = float(divergence_N.sum()) / count
+    metrics["divergence/max"] = float(divergence_N.max()) if divergence_N.numel() else 0.0
     metrics["student_entropy"] = sink.total("entropy") / count
     metrics["divergence/loss"] = sink.parts[0]
     if components.clipping is not None:

@@ -76,6 +76,8 @@ def _divergence_term(student_logits_BTV, teacher_logits_BTV, mask_BT, components
     """Divergence -> clip -> agreement weights -> normalise; fills the matching metrics."""
     divergence_BT = token_divergence(student_logits_BTV, teacher_logits_BTV, alpha=alpha, temperature=temperature)
     metrics["divergence/mean"] = float(masked_mean(divergence_BT.detach(), mask_BT))
+    selected = divergence_BT.detach()[mask_BT.bool()]
+    metrics["divergence/max"] = float(selected.max()) if selected.numel() else 0.0
     if components.clipping is not None:
         divergence_BT, stats = clip_divergence(divergence_BT, mask_BT, components.clipping)
         metrics.update({f"clipping/{k}": v for k, v in stats.items()})
@@ -110,7 +112,7 @@ def distillation_loss(
     Shapes: logits [B,T,V] (position t predicts completion_ids[:, t]); mask [B,T] (1 on generated
     tokens incl. the final EOS); agreement log-probs [K,B,T] at tau = 1; bad-teacher log-probs
     [B,T] at ``temperature``; usable [B] bool; hidden states [B,T,H].
-    Metrics: ``loss``, ``tokens``, ``divergence/mean`` (before clipping), ``divergence/loss``,
+    Metrics: ``loss``, ``tokens``, ``divergence/{mean,max}`` (before clipping), ``divergence/loss``,
     ``student_entropy``, ``clipping/{clipped_fraction,cap}``, ``agreement/{weight_mean,
     weight_min,disagreement_mean[,disagreement_scale]}``, ``contrastive/{loss,weighted,usable,
     margin_mean,active_fraction,positive_fraction}``, ``feature_matching/{loss,weighted}`` (enabled parts only).

@@ -15,11 +15,11 @@ lock and then find the finished folder. The folder loads with plain
 ``AutoModelForCausalLM.from_pretrained(dir)`` / ``AutoTokenizer.from_pretrained(dir)`` (no remote
 code), which is how the ``lm_eval`` command line loads it.
 
-``tiny-qwen2-synth`` is the same kind of folder holding a *pretrained* tiny Qwen2 (hidden 96,
-3 layers): :mod:`unisd_core.models.pretrain` trains it on CPU on the synthetic task (minutes,
-seeded, deterministic) on first use, under the same lock-and-rename protocol; its hash covers the
-pretraining settings and ``PRETRAIN_VERSION``. It is not in ``TINY_MODELS`` (those build in
-seconds and tests iterate over them); ``PRETRAINED_MODELS`` lists it.
+``tiny-qwen2-synth`` (and ``-s1``, ``-s2``) are *pretrained* tiny Qwen2 bases (hidden 96,
+3 layers) shipped with the package (:mod:`unisd_core.models.shipped`): resolving one checks its
+files against the SHA-256 manifest and returns the package folder, so every machine starts from
+the same bytes (issue 14). They are not in ``TINY_MODELS`` (tests iterate over those);
+``PRETRAINED_MODELS`` lists them.
 
 Departures from the real models: random weights (initializer range 0.1 instead of 0.02, so that
 output distributions are not flat and divergences between contexts are measurable); the
@@ -55,7 +55,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from unisd_core.models import pretrain as pretraining
+from unisd_core.models import shipped
 from unisd_core.models.tokenizer import (
     VOCAB_SIZE,
     chat_format,
@@ -70,8 +70,8 @@ TINY_FAMILIES: dict[str, str] = {
     "tiny-llama": "llama",
     "tiny-gemma3": "gemma3",
 }
-# Pretrained bases (built by unisd_core.models.pretrain with its default settings).
-PRETRAINED_MODELS: dict[str, str] = {"tiny-qwen2-synth": "qwen2"}
+# Pretrained bases shipped in the package (built by unisd_core.models.pretrain, seeds 0-2).
+PRETRAINED_MODELS: dict[str, str] = {name: shipped.FAMILY for name in shipped.SHIPPED_SEEDS}
 MODEL_SEED = 1234
 _BUILD_MARKER = "unisd_build.json"
 _FAMILY_BY_MODEL_TYPE = {
@@ -166,9 +166,10 @@ def tiny_model_dir(name: str) -> Path:
 def build_tiny_model(name: str) -> Path:
     """Build tiny model ``name`` into the cache unless already there; returns its folder.
 
-    Also builds the pretrained bases of ``PRETRAINED_MODELS`` (minutes on CPU, once)."""
+    A pretrained base of ``PRETRAINED_MODELS`` is not built: its shipped folder is returned after
+    its SHA-256 manifest check (:func:`unisd_core.models.shipped.check_base`)."""
     if name in PRETRAINED_MODELS:
-        return _build_once(pretrained_model_dir(name), lambda staging: _write_pretrained(name, staging))
+        return shipped.check_base(name)
     return _build_once(tiny_model_dir(name), lambda staging: _write_tiny_model(name, staging))
 
 
@@ -192,33 +193,6 @@ def _build_once(target: Path, write: Any) -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def pretrained_build_hash(name: str) -> str:
-    """12 hex digits over everything that defines the pretrained base ``name``."""
-    payload = {
-        "zoo_version": ZOO_VERSION,
-        "pretrain_version": pretraining.PRETRAIN_VERSION,
-        "name": name,
-        "settings": pretraining.PretrainSettings().model_dump(),
-        # The training data: the generator and the prompt texts it is laid out with.
-        "data": pretraining.data_spec(),
-        "tokenizer": tokenizer_build_spec(PRETRAINED_MODELS[name]),
-    }
-    return _build_hash(payload)
-
-
-def pretrained_model_dir(name: str) -> Path:
-    """Where pretrained base ``name`` lives (built or not)."""
-    return cache_root() / "models" / f"{name}-{pretrained_build_hash(name)}"
-
-
-def _write_pretrained(name: str, folder: Path) -> None:
-    settings = pretraining.PretrainSettings()
-    model, tokenizer, stats = pretraining.pretrain(settings)
-    marker = {"name": name, "family": PRETRAINED_MODELS[name], "build_hash": pretrained_build_hash(name)}
-    with _quiet_progress_bars():
-        pretraining.save_pretrained_base(model, tokenizer, folder, settings, stats, marker=marker)
 
 
 def _write_tiny_model(name: str, folder: Path) -> None:

@@ -197,12 +197,14 @@ def split_micro_batches(examples: Sequence[Example], completions: Sequence[Seque
 
 
 def combine_metrics(outputs: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Mean over micro-batches of each metric (``tokens`` and counts summed)."""
+    """Mean over micro-batches of each metric (``tokens`` and counts summed, maxima maxed)."""
     summed = {"tokens", "contrastive/usable", "contrastive/usable_rows"}
+    maxed = {"divergence/max"}
     combined: dict[str, float] = {}
     for name in sorted({n for output in outputs for n in output}):
         values = [float(output[name]) for output in outputs if name in output]
-        combined[name] = sum(values) if name in summed else sum(values) / len(values)
+        combined[name] = (sum(values) if name in summed else max(values) if name in maxed
+                          else sum(values) / len(values))
     return combined
 
 
